@@ -1,6 +1,6 @@
-/* The circuit breaker: configuration, the lock-free state machine, the
- * registry and the JSON state. Windows live in breaker_window.c; the state
- * word is described in internal/breaker.h.
+/* The circuit breaker: the lock-free state machine, the registry and the
+ * JSON state. Configuration lives in breaker_config.c, windows in
+ * breaker_window.c; the state word is described in internal/breaker.h.
  *
  * Paths by cost:
  * - CLOSED, consecutive mode: acquire is one atomic load; recording a
@@ -14,9 +14,16 @@
 #include "internal/config.h"
 
 #include <sched.h>
-#include <stdlib.h>
 
 #define WHAT "breaker"
+
+/* Keeps the slow paths out of line, so the fast paths of acquire and record
+ * compile to a few instructions with no register spills. */
+#if defined(__GNUC__) || defined(__clang__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 
 /* Permit flags: a magic so that a never-acquired permit is not mistaken for
  * an admitted one, plus a bit saying the permit carries a start time. */
@@ -36,231 +43,10 @@ enum outcome { OUT_SUCCESS, OUT_FAILURE, OUT_NEUTRAL };
 
 static wflo__registry_t registry = WFLO__REGISTRY_INIT;
 
-static const char *const window_names[] = {"consecutive", "count", "time",
-                                           NULL};
+/* --- objects -------------------------------------------------------------- */
 
-/* --- configuration ---------------------------------------------------------- */
-
-#define CFG_FIELD(key, kind)                                                  \
-  { #key, kind, offsetof(wflo_breaker_config_t, key), 0, 0, NULL }
-
-static const wflo__field_t cfg_fields[] = {
-    CFG_FIELD(failure_threshold, WFLO__F_INT),
-    CFG_FIELD(recovery_timeout, WFLO__F_DURATION),
-    CFG_FIELD(success_threshold, WFLO__F_INT),
-    CFG_FIELD(half_open_max_calls, WFLO__F_INT),
-    CFG_FIELD(half_open_max_wait, WFLO__F_DURATION),
-    {"expected_errors", WFLO__F_ERRLIST,
-     offsetof(wflo_breaker_config_t, expected_errors),
-     offsetof(wflo_breaker_config_t, expected_errors_count),
-     offsetof(wflo_breaker_config_t, reserved), NULL},
-    {"window", WFLO__F_ENUM, offsetof(wflo_breaker_config_t, window), 0, 0,
-     window_names},
-    CFG_FIELD(window_size, WFLO__F_INT),
-    CFG_FIELD(minimum_calls, WFLO__F_INT),
-    CFG_FIELD(failure_rate_threshold, WFLO__F_DOUBLE),
-    CFG_FIELD(slow_call_duration, WFLO__F_DURATION),
-    CFG_FIELD(slow_call_rate_threshold, WFLO__F_DOUBLE),
-};
-
-/* The JSON loader writes enums as int. */
-_Static_assert(sizeof(wflo_window_t) == sizeof(int), "enum size");
-
-void wflo_breaker_config_init(wflo_breaker_config_t *c) {
-  if (c == NULL)
-    return;
-  memset(c, 0, sizeof(*c));
-  c->failure_threshold = WFLO_BREAKER_DEFAULT_FAILURE_THRESHOLD;
-  c->recovery_timeout = WFLO_BREAKER_DEFAULT_RECOVERY_TIMEOUT;
-  c->success_threshold = WFLO_BREAKER_DEFAULT_SUCCESS_THRESHOLD;
-  c->half_open_max_calls = WFLO_BREAKER_DEFAULT_HALF_OPEN_MAX_CALLS;
-  c->half_open_max_wait = WFLO_BREAKER_DEFAULT_HALF_OPEN_MAX_WAIT;
-  c->expected_errors = NULL;
-  c->expected_errors_count = 0;
-  c->is_failure = NULL;
-  c->window = WFLO_BREAKER_DEFAULT_WINDOW;
-  c->window_size = WFLO_BREAKER_DEFAULT_WINDOW_SIZE;
-  c->minimum_calls = WFLO_BREAKER_DEFAULT_MINIMUM_CALLS;
-  c->failure_rate_threshold = WFLO_BREAKER_DEFAULT_FAILURE_RATE_THRESHOLD;
-  c->slow_call_duration = WFLO_BREAKER_DEFAULT_SLOW_CALL_DURATION;
-  c->slow_call_rate_threshold = WFLO_BREAKER_DEFAULT_SLOW_CALL_RATE_THRESHOLD;
-  c->user_data = NULL;
-}
-
-void wflo_breaker_config_clear(wflo_breaker_config_t *c) {
-  if (c == NULL)
-    return;
-  wflo__config_free_owned(cfg_fields, WFLO_ARRAY_SIZE(cfg_fields), c);
-  wflo_breaker_config_init(c);
-}
-
-static int check_range(const char *field, int v, int max, char *errbuf,
-                       size_t len) {
-  char reason[64];
-  if (v < 1)
-    return wflo__config_invalid(WHAT, field, "must be >= 1", errbuf, len);
-  if (v > max) {
-    wflo__errbuf(reason, sizeof(reason), "must be <= %d", max);
-    return wflo__config_invalid(WHAT, field, reason, errbuf, len);
-  }
-  return 0;
-}
-
-static int check_rate(const char *field, double v, char *errbuf, size_t len) {
-  if (v > 0.0 && v <= 1.0)
-    return 0; /* false for NaN too */
-  return wflo__config_invalid(WHAT, field, "must be in (0, 1]", errbuf, len);
-}
-
-static int check_window(const wflo_breaker_config_t *c, char *errbuf,
-                        size_t len) {
-  int rc;
-  if ((int)c->window < 0 || (int)c->window > (int)WFLO_WINDOW_TIME)
-    return wflo__config_invalid(WHAT, "window", "unknown window mode", errbuf,
-                                len);
-  rc = check_range("window_size", c->window_size,
-                   c->window == WFLO_WINDOW_TIME ? WFLO_BREAKER_TIME_WINDOW_MAX
-                                                 : WFLO_BREAKER_COUNT_WINDOW_MAX,
-                   errbuf, len);
-  if (rc == 0)
-    rc = check_range("minimum_calls", c->minimum_calls,
-                     WFLO_BREAKER_THRESHOLD_MAX, errbuf, len);
-  if (rc == 0)
-    rc = check_rate("failure_rate_threshold", c->failure_rate_threshold,
-                    errbuf, len);
-  if (rc == 0)
-    rc = wflo__check_duration(WHAT, "slow_call_duration",
-                              c->slow_call_duration, errbuf, len);
-  if (rc == 0)
-    rc = check_rate("slow_call_rate_threshold", c->slow_call_rate_threshold,
-                    errbuf, len);
-  return rc;
-}
-
-int wflo_breaker_config_validate(const wflo_breaker_config_t *c, char *errbuf,
-                                 size_t len) {
-  int rc;
-  if (c == NULL) {
-    wflo__errbuf(errbuf, len, WHAT ": NULL config");
-    return WFLO_E_INVAL;
-  }
-  rc = check_range("failure_threshold", c->failure_threshold,
-                   WFLO_BREAKER_THRESHOLD_MAX, errbuf, len);
-  if (rc == 0)
-    rc = wflo__check_duration(WHAT, "recovery_timeout", c->recovery_timeout,
-                              errbuf, len);
-  if (rc == 0)
-    rc = check_range("success_threshold", c->success_threshold,
-                     WFLO_BREAKER_THRESHOLD_MAX, errbuf, len);
-  if (rc == 0)
-    rc = check_range("half_open_max_calls", c->half_open_max_calls,
-                     WFLO_BREAKER_HALF_OPEN_CALLS_MAX, errbuf, len);
-  if (rc == 0)
-    rc = wflo__check_duration(WHAT, "half_open_max_wait",
-                              c->half_open_max_wait, errbuf, len);
-  if (rc == 0)
-    rc = wflo__check_err_list(WHAT, "expected_errors", c->expected_errors,
-                              c->expected_errors_count, errbuf, len);
-  if (rc == 0)
-    rc = check_window(c, errbuf, len);
-  return rc;
-}
-
-int wflo_breaker_config_from_json(const json_t *j, wflo_breaker_config_t *c,
-                                  char *errbuf, size_t len) {
-  int rc;
-  if (c == NULL) {
-    wflo__errbuf(errbuf, len, WHAT ": NULL config");
-    return WFLO_E_INVAL;
-  }
-  wflo_breaker_config_init(c);
-  rc = wflo__config_load(j, WHAT, cfg_fields, WFLO_ARRAY_SIZE(cfg_fields), c,
-                         errbuf, len);
-  if (rc == 0)
-    rc = wflo_breaker_config_validate(c, errbuf, len);
-  if (rc != 0)
-    wflo_breaker_config_clear(c);
-  return rc;
-}
-
-/* The effective config of a validated c; e->errors borrows c's list. */
-static void cfg_effective(const wflo_breaker_config_t *c, wflo__bcfg_t *e) {
-  memset(e, 0, sizeof(*e));
-  e->failure_threshold = (uint32_t)c->failure_threshold;
-  e->success_threshold = (uint32_t)c->success_threshold;
-  e->half_open_max_calls = (uint32_t)c->half_open_max_calls;
-  e->window = (uint32_t)c->window;
-  e->window_size = (uint32_t)c->window_size;
-  e->minimum_calls = (uint32_t)c->minimum_calls;
-  if (c->window == WFLO_WINDOW_COUNT && e->minimum_calls > e->window_size)
-    e->minimum_calls = e->window_size;
-  e->recovery_ns = wflo__s_to_ns(c->recovery_timeout);
-  e->max_wait_ns = c->half_open_max_wait > 0.0
-                       ? wflo__s_to_ns(c->half_open_max_wait)
-                       : e->recovery_ns;
-  e->slow_ns = wflo__s_to_ns(c->slow_call_duration);
-  e->failure_rate = c->failure_rate_threshold;
-  e->slow_rate = c->slow_call_rate_threshold;
-  e->is_failure = c->is_failure;
-  e->user_data = c->user_data;
-  e->errors = c->expected_errors_count > 0 ? c->expected_errors : NULL;
-  e->nerrors = c->expected_errors_count;
-}
-
-static int cmp_int(const void *a, const void *b) {
-  int x = *(const int *)a, y = *(const int *)b;
-  return (x > y) - (x < y);
-}
-
-/* true when err is in the sorted list. */
-static bool in_sorted(const int *list, size_t n, int err) {
-  size_t lo = 0, hi = n;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (list[mid] == err)
-      return true;
-    if (list[mid] < err)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return false;
-}
-
-/* The list of a (sorted) and of b (as given) hold the same set of codes. */
-static bool same_set(const int *a, size_t na, const int *b, size_t nb) {
-  size_t i, j;
-  for (i = 0; i < nb; i++)
-    if (!in_sorted(a, na, b[i]))
-      return false;
-  for (i = 0; i < na; i++) {
-    for (j = 0; j < nb && b[j] != a[i]; j++)
-      ;
-    if (j == nb)
-      return false;
-  }
-  return true;
-}
-
-static bool cfg_equal(const wflo__bcfg_t *a, const wflo__bcfg_t *b) {
-  return a->failure_threshold == b->failure_threshold &&
-         a->success_threshold == b->success_threshold &&
-         a->half_open_max_calls == b->half_open_max_calls &&
-         a->window == b->window && a->window_size == b->window_size &&
-         a->minimum_calls == b->minimum_calls &&
-         a->recovery_ns == b->recovery_ns &&
-         a->max_wait_ns == b->max_wait_ns && a->slow_ns == b->slow_ns &&
-         a->failure_rate == b->failure_rate &&
-         a->slow_rate == b->slow_rate && a->is_failure == b->is_failure &&
-         a->user_data == b->user_data &&
-         same_set(a->errors, a->nerrors, b->errors, b->nerrors);
-}
-
-/* --- objects ---------------------------------------------------------------- */
-
-static size_t breaker_bytes(uint32_t slots, const char *name) {
-  return sizeof(wflo_breaker_t) + (size_t)slots * sizeof(uint64_t) +
-         (name != NULL ? strlen(name) + 1 : 0);
+static size_t breaker_bytes(uint32_t slots) {
+  return sizeof(wflo_breaker_t) + (size_t)slots * sizeof(uint64_t);
 }
 
 static void breaker_free(wflo_breaker_t *b) {
@@ -268,28 +54,37 @@ static void breaker_free(wflo_breaker_t *b) {
   if (b->cfg.nerrors > 0)
     wflo__free((void *)(uintptr_t)b->cfg.errors,
                b->cfg.nerrors * sizeof(int));
-  wflo__free(b, breaker_bytes(b->cfg.half_open_max_calls, b->name));
+  if (b->name != NULL && b->name != b->name_buf)
+    wflo__strfree((char *)(uintptr_t)b->name);
+  wflo__free(b, breaker_bytes(b->cfg.half_open_max_calls));
 }
 
-/* One allocation holds the breaker, its trial slots and its name (fewer
- * allocations, and the bytes-per-breaker figure stays low); the error list
- * and a window are separate. Runs under the registry mutex for _get: it
- * only allocates and initialises. */
+/* One allocation holds the breaker, its trial slots and (up to 23 bytes)
+ * its name; the error list, a long name and a window are separate. Runs
+ * under the registry mutex for _get: it only allocates and initialises. */
 static int breaker_alloc(const char *name, const wflo__bcfg_t *e,
                          wflo_breaker_t **out) {
-  size_t bytes = breaker_bytes(e->half_open_max_calls, name);
+  size_t bytes = breaker_bytes(e->half_open_max_calls);
   wflo_breaker_t *b = wflo__calloc(1, bytes);
   int *errors = NULL;
   int rc = WFLO_E_NOMEM;
 
   if (b == NULL)
     return WFLO_E_NOMEM;
+  if (name != NULL && strlen(name) < sizeof(b->name_buf)) {
+    memcpy(b->name_buf, name, strlen(name) + 1);
+    b->name = b->name_buf;
+  } else if (name != NULL) {
+    b->name = wflo__strdup(name);
+    if (b->name == NULL)
+      goto fail_free_breaker;
+  }
   if (e->nerrors > 0) {
     errors = wflo__malloc(e->nerrors * sizeof(int));
     if (errors == NULL)
-      goto fail_free_breaker;
+      goto fail_free_name;
     memcpy(errors, e->errors, e->nerrors * sizeof(int));
-    qsort(errors, e->nerrors, sizeof(int), cmp_int);
+    wflo__bcfg_sort_errors(errors, e->nerrors);
   }
   b->cfg = *e;
   b->cfg.errors = errors;
@@ -297,11 +92,6 @@ static int breaker_alloc(const char *name, const wflo__bcfg_t *e,
     rc = wflo__bwindow_new(e, &b->win);
     if (rc != 0)
       goto fail_free_errors;
-  }
-  if (name != NULL) {
-    char *copy = (char *)&b->slots[e->half_open_max_calls];
-    memcpy(copy, name, strlen(name) + 1);
-    b->name = copy;
   }
   atomic_init(&b->word, wflo__brk_word(WFLO__BRK_CLOSED, 0, 0));
   wflo__ref_init(&b->ref);
@@ -311,6 +101,9 @@ static int breaker_alloc(const char *name, const wflo__bcfg_t *e,
 fail_free_errors:
   if (errors != NULL)
     wflo__free(errors, e->nerrors * sizeof(int));
+fail_free_name:
+  if (b->name != NULL && b->name != b->name_buf)
+    wflo__strfree((char *)(uintptr_t)b->name);
 fail_free_breaker:
   wflo__free(b, bytes);
   return rc;
@@ -332,7 +125,7 @@ int wflo_breaker_new(const char *name, const wflo_breaker_config_t *c,
   rc = wflo_breaker_config_validate(c, NULL, 0);
   if (rc != 0)
     return rc;
-  cfg_effective(c, &e);
+  wflo__bcfg_effective(c, &e);
   return breaker_alloc(name, &e, out);
 }
 
@@ -360,20 +153,18 @@ int wflo_breaker_get(const char *name, const wflo_breaker_config_t *c,
   *out = NULL;
   if (name == NULL)
     return WFLO_E_INVAL;
-  if (c == NULL) {
-    wflo_breaker_config_init(&defaults);
-    c = &defaults;
-  }
-  rc = wflo_breaker_config_validate(c, NULL, 0);
-  if (rc != 0)
+  if (c != NULL && (rc = wflo_breaker_config_validate(c, NULL, 0)) != 0)
     return rc;
-  cfg_effective(c, &e);
+  wflo_breaker_config_init(&defaults);
+  wflo__bcfg_effective(c != NULL ? c : &defaults, &e);
   rc = wflo__registry_get(&registry, name, registry_create, &e, &ref,
                           &created);
   if (rc != 0)
     return rc;
   b = wflo__container_of(ref, wflo_breaker_t, ref);
-  if (!created && !cfg_equal(&b->cfg, &e) && wflo__event_on(WFLO_LOG_WARN))
+  /* With no config the caller takes the breaker as it is: no conflict. */
+  if (!created && c != NULL && !wflo__bcfg_equal(&b->cfg, &e) &&
+      wflo__event_on(WFLO_LOG_WARN))
     wflo__emit("config_conflict", WFLO_LOG_WARN,
                wflo__json_obj("what", json_string(WHAT), "name",
                               wflo__json_string(name), NULL));
@@ -390,7 +181,7 @@ void wflo__breaker_ref(wflo_breaker_t *b) { wflo__ref_inc(&b->ref); }
 
 const char *wflo__breaker_name(const wflo_breaker_t *b) { return b->name; }
 
-/* --- transitions ------------------------------------------------------------ */
+/* --- transitions ---------------------------------------------------------- */
 
 const char *wflo_breaker_state_name(wflo_breaker_state_t s) {
   switch (s) {
@@ -503,7 +294,7 @@ void wflo_breaker_reset(wflo_breaker_t *b) {
     (void)wflo_breaker_force(b, WFLO_BREAKER_CLOSED, 0.0);
 }
 
-/* --- admission ------------------------------------------------------------- */
+/* --- admission ------------------------------------------------------------ */
 
 static int refuse(wflo_breaker_permit_t *p, unsigned st) {
   p->state = st == WFLO__BRK_HALF ? WFLO_BREAKER_HALF_OPEN : WFLO_BREAKER_OPEN;
@@ -615,8 +406,8 @@ placed:
   return 0;
 }
 
-static int acquire_slow(wflo_breaker_t *b, wflo_breaker_permit_t *p,
-                        uint64_t w) {
+static NOINLINE int acquire_slow(wflo_breaker_t *b,
+                                 wflo_breaker_permit_t *p, uint64_t w) {
   int rc;
   for (;;) {
     switch (wflo__brk_st(w)) {
@@ -673,7 +464,7 @@ int wflo_breaker_acquire_timed(wflo_breaker_t *b, wflo_breaker_permit_t *p) {
   return rc;
 }
 
-/* --- recording -------------------------------------------------------------- */
+/* --- recording ------------------------------------------------------------ */
 
 static enum outcome classify(const wflo_breaker_t *b, int result) {
   if (result >= 0)
@@ -682,8 +473,9 @@ static enum outcome classify(const wflo_breaker_t *b, int result) {
     return b->cfg.is_failure(result, b->cfg.user_data) ? OUT_FAILURE
                                                         : OUT_NEUTRAL;
   if (b->cfg.nerrors > 0)
-    return in_sorted(b->cfg.errors, b->cfg.nerrors, result) ? OUT_FAILURE
-                                                             : OUT_NEUTRAL;
+    return wflo__bcfg_has_error(b->cfg.errors, b->cfg.nerrors, result)
+               ? OUT_FAILURE
+               : OUT_NEUTRAL;
   switch (result) {
   case WFLO_E_CANCELED:
   case WFLO_E_LOCK_TIMEOUT:
@@ -817,24 +609,32 @@ static uint64_t dur_from_s(double s) {
   return s >= WFLO_DURATION_MAX ? UINT64_MAX - 1 : wflo__s_to_ns(s);
 }
 
-int wflo_breaker_record(wflo_breaker_t *b, wflo_breaker_permit_t *p,
-                        int result, double duration_s) {
+static NOINLINE int record_slow(wflo_breaker_t *b, wflo_breaker_permit_t *p,
+                                int result, double duration_s) {
   int rc;
-  if (wflo__unlikely(b == NULL || p == NULL))
+  if (b == NULL || p == NULL)
     return WFLO_E_INVAL;
   rc = take_permit(b, p);
-  if (wflo__unlikely(rc != 0))
+  if (rc != 0)
     return rc;
-  /* The healthy path: a success on a CLOSED breaker with no failures to
-   * reset reads the word and writes nothing. */
-  if (wflo__likely(result >= 0 && p->state == WFLO_BREAKER_CLOSED &&
-                   b->win == NULL)) {
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
-    if (wflo__likely(w == wflo__brk_word(WFLO__BRK_CLOSED, p->gen, 0)))
-      return 0;
-  }
   apply(b, p, classify(b, result), dur_from_s(duration_s));
   return 0;
+}
+
+int wflo_breaker_record(wflo_breaker_t *b, wflo_breaker_permit_t *p,
+                        int result, double duration_s) {
+  /* The healthy path: a success on a CLOSED consecutive-mode breaker with
+   * no failures to reset reads the word and writes nothing shared. */
+  if (wflo__likely(b != NULL && p != NULL && p->flags == PERMIT_ADMITTED &&
+                   p->breaker == b && result >= 0 &&
+                   p->state == WFLO_BREAKER_CLOSED && b->win == NULL)) {
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    if (wflo__likely(w == wflo__brk_word(WFLO__BRK_CLOSED, p->gen, 0))) {
+      p->flags = PERMIT_RECORDED;
+      return 0;
+    }
+  }
+  return record_slow(b, p, result, duration_s);
 }
 
 int wflo_breaker_record_timed(wflo_breaker_permit_t *p, int result) {
@@ -867,7 +667,7 @@ int wflo_breaker_call(wflo_breaker_t *b, int (*fn)(void *arg), void *arg) {
   return rc;
 }
 
-/* --- state ------------------------------------------------------------------ */
+/* --- state ---------------------------------------------------------------- */
 
 wflo_breaker_state_t wflo_breaker_state(wflo_breaker_t *b) {
   uint64_t w;

@@ -40,7 +40,7 @@
 extern "C" {
 #endif
 
-/* --- states and window modes ----------------------------------------------- */
+/* --- states and window modes ---------------------------------------------- */
 
 /* Circuit state. Since: 0.1. */
 typedef enum wflo_breaker_state {
@@ -62,7 +62,7 @@ typedef enum wflo_window {
   WFLO_WINDOW_TIME = 2
 } wflo_window_t;
 
-/* --- configuration ------------------------------------------------------- */
+/* --- configuration -------------------------------------------------------- */
 
 /* Defaults set by wflo_breaker_config_init(). */
 #define WFLO_BREAKER_DEFAULT_FAILURE_THRESHOLD 5
@@ -164,7 +164,7 @@ WFLO_NODISCARD WFLO_EXTERN int
 wflo_breaker_config_from_json(const json_t *j, wflo_breaker_config_t *c,
                               char *errbuf, size_t len);
 
-/* --- breakers ------------------------------------------------------------ */
+/* --- breakers ------------------------------------------------------------- */
 
 /* Creates a private breaker (not in the registry). name: copied; NULL makes
  * an unnamed breaker (its events and JSON state carry "name": null). c: NULL
@@ -176,12 +176,14 @@ WFLO_NODISCARD WFLO_EXTERN int wflo_breaker_new(const char *name,
                                                 const wflo_breaker_config_t *c,
                                                 wflo_breaker_t **out);
 
-/* Returns the breaker registered under name, creating it with c (NULL: the
- * defaults) if there is none. Every holder of the same name shares one
- * breaker and its state. When the name exists and c (validated first)
- * differs from the config it was created with, a config_conflict event
- * {what: "breaker", name} is emitted and the first config stays. A name is
- * registered while any reference to its breaker is alive.
+/* Returns the breaker registered under name, creating it with c if there
+ * is none. Every holder of the same name shares one breaker and its state.
+ * When the name exists and c (validated first) differs from the config it
+ * was created with, a config_conflict event {what: "breaker", name} is
+ * emitted and the first config stays. c NULL means "no opinion": an
+ * existing breaker is returned as it is (no conflict), a new one gets the
+ * defaults. A name is registered while any reference to its breaker is
+ * alive.
  * Returns: 0; WFLO_E_INVAL (name or out NULL, bad config); WFLO_E_NOMEM.
  * Ownership: *out is a new reference, dropped with wflo_breaker_put().
  * Thread-safety: any thread. Since: 0.1. */
@@ -195,7 +197,7 @@ WFLO_NODISCARD WFLO_EXTERN int wflo_breaker_get(const char *name,
  * Thread-safety: any thread. Since: 0.1. */
 WFLO_EXTERN void wflo_breaker_put(wflo_breaker_t *b);
 
-/* --- guarding calls -------------------------------------------------------- */
+/* --- guarding calls ------------------------------------------------------- */
 
 /* One admission, declared by the caller (on its stack or in its own struct);
  * nothing is allocated per call. Filled by wflo_breaker_acquire(); consumed
@@ -280,7 +282,7 @@ WFLO_EXTERN void wflo_breaker_abandon(wflo_breaker_permit_t *permit);
 WFLO_EXTERN int wflo_breaker_call(wflo_breaker_t *b, int (*fn)(void *arg),
                                   void *arg);
 
-/* --- state ----------------------------------------------------------------- */
+/* --- state ---------------------------------------------------------------- */
 
 /* Returns b's state now (a snapshot). An OPEN breaker whose recovery_timeout
  * has passed still reads OPEN until a call arrives. NULL reads CLOSED.
@@ -317,10 +319,10 @@ WFLO_EXTERN void wflo_breaker_reset(wflo_breaker_t *b);
  * does (also when forcing the state b is already in: that starts it anew).
  * Returns: 0; WFLO_E_INVAL (b NULL, unknown state, bad until_s).
  * Thread-safety: any thread. Since: 0.1. */
-WFLO_EXTERN int wflo_breaker_force(wflo_breaker_t *b, wflo_breaker_state_t state,
-                                   double until_s);
+WFLO_EXTERN int wflo_breaker_force(wflo_breaker_t *b,
+                                   wflo_breaker_state_t state, double until_s);
 
-/* --- statement macro ------------------------------------------------------- */
+/* --- statement macro ------------------------------------------------------ */
 
 /* WFLO_WITH_BREAKER(b, rc) { rc = op(); }
  *

@@ -67,14 +67,22 @@ typedef struct wflo__bcfg {
  * except _new/_free needs the caller to hold the window's mutex (_lock). */
 typedef struct wflo__bwindow wflo__bwindow_t;
 
+#define WFLO__BRK_NAME_INLINE 24
+
 struct wflo_breaker_s {
+  /* Registry lookups touch only this first part: the chain node and the
+   * name it compares, kept together so a lookup among a million breakers
+   * costs one cache miss past the bucket. Written only by _get/_put. */
+  wflo__ref_t ref;
+  char name_buf[WFLO__BRK_NAME_INLINE]; /* names up to 23 bytes */
+
   /* Hot: read by every acquire, written only on failures and transitions.
    * The config behind it is read-only, so healthy traffic keeps this cache
    * line shared between cores. */
   _Atomic uint64_t word;
   wflo__bwindow_t *win; /* read by every record: next to the word */
   wflo__bcfg_t cfg;
-  const char *name; /* inside this allocation; NULL when unnamed */
+  const char *name; /* name_buf, or a separate copy; NULL when unnamed */
 
   /* Side data of the last opening, written only while the word is BUSY. */
   _Atomic uint64_t opened_at; /* coarse clock, ns */
@@ -88,9 +96,7 @@ struct wflo_breaker_s {
   _Atomic uint32_t in_use;
   _Atomic uint32_t tickets;
   _Atomic uint64_t reclaim_hint; /* ms before which no slot can expire */
-
-  wflo__ref_t ref;
-  _Atomic uint64_t slots[]; /* half_open_max_calls, then the name */
+  _Atomic uint64_t slots[];      /* half_open_max_calls of them */
 };
 
 /* Takes one more reference on b (the caller already holds one), e.g. for an
@@ -101,7 +107,17 @@ void wflo__breaker_ref(wflo_breaker_t *b);
 /* b's name, or NULL when unnamed. Borrowed: valid while b lives. */
 const char *wflo__breaker_name(const wflo_breaker_t *b);
 
-/* --- windows (breaker_window.c) --------------------------------------------- */
+/* --- configuration (breaker_config.c) ------------------------------------- */
+
+/* The effective config of a validated c; e->errors borrows c's list. */
+void wflo__bcfg_effective(const wflo_breaker_config_t *c, wflo__bcfg_t *e);
+/* Same effective config (the error lists compared as sets; a's sorted). */
+bool wflo__bcfg_equal(const wflo__bcfg_t *a, const wflo__bcfg_t *b);
+void wflo__bcfg_sort_errors(int *list, size_t n);
+/* true when err is in the sorted list. */
+bool wflo__bcfg_has_error(const int *list, size_t n, int err);
+
+/* --- windows (breaker_window.c) ------------------------------------------- */
 
 int wflo__bwindow_new(const wflo__bcfg_t *cfg, wflo__bwindow_t **out);
 void wflo__bwindow_free(wflo__bwindow_t *w);
