@@ -234,11 +234,85 @@ static void test_stress_three_trials(void **state) {
   run_stress(3);
 }
 
+/* --- the registry shared by threads ------------------------------------------ */
+
+typedef struct reg_worker {
+  wflo_breaker_t *expect;
+  int rounds;
+  atomic_int *wrong;
+} reg_worker_t;
+
+static int fail_op(void *arg) {
+  (void)arg;
+  return UV_ECONNRESET;
+}
+
+static void reg_main(void *arg) {
+  reg_worker_t *w = arg;
+  wflo_breaker_config_t cfg;
+  wflo_breaker_config_init(&cfg);
+  cfg.failure_threshold = WFLO_BREAKER_THRESHOLD_MAX;
+  for (int i = 0; i < w->rounds; i++) {
+    wflo_breaker_t *b, *e;
+    if (wflo_breaker_get("shared-by-threads", &cfg, &b) != 0 ||
+        b != w->expect)
+      atomic_fetch_add(w->wrong, 1);
+    else if (wflo_breaker_call(b, fail_op, NULL) != UV_ECONNRESET)
+      atomic_fetch_add(w->wrong, 1);
+    wflo_breaker_put(b);
+    /* A name nobody else holds: created and destroyed concurrently. */
+    if (wflo_breaker_get("ephemeral", NULL, &e) != 0)
+      atomic_fetch_add(w->wrong, 1);
+    else if (wflo_breaker_call(e, fail_op, NULL) != UV_ECONNRESET &&
+             wflo_breaker_state(e) == WFLO_BREAKER_CLOSED)
+      atomic_fetch_add(w->wrong, 1);
+    wflo_breaker_put(e);
+  }
+}
+
+/* Threads that get the same name share one breaker: every failure they
+ * record is counted once (no lost CAS updates) and no config conflict is
+ * reported; a name that comes and goes leaks nothing. */
+static void test_registry_shared_by_threads(void **state) {
+  wflo_breaker_config_t cfg;
+  wflo_breaker_t *b;
+  uv_thread_t t[THREADS];
+  reg_worker_t w[THREADS];
+  atomic_int wrong = 0;
+  json_t *j;
+  int rounds = wflo_test_scale(20000) / THREADS;
+  (void)state;
+  if (rounds < 100)
+    rounds = 100;
+  wflo_test_events_install();
+  wflo_set_log_level(WFLO_LOG_WARN);
+  wflo_breaker_config_init(&cfg);
+  cfg.failure_threshold = WFLO_BREAKER_THRESHOLD_MAX;
+  assert_int_equal(wflo_breaker_get("shared-by-threads", &cfg, &b), 0);
+  for (int i = 0; i < THREADS; i++) {
+    w[i] = (reg_worker_t){b, rounds, &wrong};
+    assert_int_equal(uv_thread_create(&t[i], reg_main, &w[i]), 0);
+  }
+  for (int i = 0; i < THREADS; i++)
+    assert_int_equal(uv_thread_join(&t[i]), 0);
+  assert_int_equal(atomic_load(&wrong), 0);
+  j = wflo_breaker_state_json(b);
+  assert_int_equal(json_integer_value(json_object_get(j, "failure_count")),
+                   THREADS * rounds);
+  json_decref(j);
+  assert_int_equal(wflo_test_events_count("config_conflict"), 0);
+  wflo_set_log_level(WFLO_LOG_OFF);
+  wflo_test_events_uninstall();
+  wflo_breaker_put(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_stress_one_trial, wflo_test_setup,
                                       wflo_test_teardown),
       cmocka_unit_test_setup_teardown(test_stress_three_trials,
+                                      wflo_test_setup, wflo_test_teardown),
+      cmocka_unit_test_setup_teardown(test_registry_shared_by_threads,
                                       wflo_test_setup, wflo_test_teardown),
   };
   return cmocka_run_group_tests(tests, wflo_test_group_setup,
