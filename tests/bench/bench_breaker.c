@@ -46,7 +46,7 @@ static double median(double *v, int n) {
   return v[n / 2];
 }
 
-static void die(const char *what, int rc) {
+static _Noreturn void die(const char *what, int rc) {
   fprintf(stderr, "bench_breaker: %s: %s\n", what, wflo_strerror(rc));
   exit(1);
 }
