@@ -52,8 +52,7 @@ static size_t breaker_bytes(uint32_t slots) {
 static void breaker_free(wflo_breaker_t *b) {
   wflo__bwindow_free(b->win);
   if (b->cfg.nerrors > 0)
-    wflo__free((void *)(uintptr_t)b->cfg.errors,
-               b->cfg.nerrors * sizeof(int));
+    wflo__free((void *)(uintptr_t)b->cfg.errors, b->cfg.nerrors * sizeof(int));
   if (b->name != NULL && b->name != b->name_buf)
     wflo__strfree((char *)(uintptr_t)b->name);
   wflo__free(b, breaker_bytes(b->cfg.half_open_max_calls));
@@ -157,8 +156,8 @@ int wflo_breaker_get(const char *name, const wflo_breaker_config_t *c,
     return rc;
   wflo_breaker_config_init(&defaults);
   wflo__bcfg_effective(c != NULL ? c : &defaults, &e);
-  rc = wflo__registry_get(&registry, name, registry_create, &e, &ref,
-                          &created);
+  rc =
+      wflo__registry_get(&registry, name, registry_create, &e, &ref, &created);
   if (rc != 0)
     return rc;
   b = wflo__container_of(ref, wflo_breaker_t, ref);
@@ -216,8 +215,8 @@ static void emit_transition(const wflo_breaker_t *b, unsigned from,
   wflo__emit(to == WFLO__BRK_HALF ? "circuit_breaker_half_open"
                                   : "circuit_breaker_closed",
              WFLO_LOG_INFO,
-             wflo__json_obj("name", wflo__json_string(b->name), "from",
-                            from_j, NULL));
+             wflo__json_obj("name", wflo__json_string(b->name), "from", from_j,
+                            NULL));
 }
 
 /* Claims the right to move the circuit away from the word `seen`: the
@@ -406,8 +405,8 @@ placed:
   return 0;
 }
 
-static NOINLINE int acquire_slow(wflo_breaker_t *b,
-                                 wflo_breaker_permit_t *p, uint64_t w) {
+static NOINLINE int acquire_slow(wflo_breaker_t *b, wflo_breaker_permit_t *p,
+                                 uint64_t w) {
   int rc;
   for (;;) {
     switch (wflo__brk_st(w)) {
@@ -471,7 +470,7 @@ static enum outcome classify(const wflo_breaker_t *b, int result) {
     return OUT_SUCCESS;
   if (b->cfg.is_failure != NULL)
     return b->cfg.is_failure(result, b->cfg.user_data) ? OUT_FAILURE
-                                                        : OUT_NEUTRAL;
+                                                       : OUT_NEUTRAL;
   if (b->cfg.nerrors > 0)
     return wflo__bcfg_has_error(b->cfg.errors, b->cfg.nerrors, result)
                ? OUT_FAILURE
@@ -514,9 +513,8 @@ static void record_consecutive(wflo_breaker_t *b, uint32_t gen,
     } else {
       nw = wflo__brk_word(WFLO__BRK_CLOSED, gen, c + 1);
     }
-    if (atomic_compare_exchange_weak_explicit(&b->word, &w, nw,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire))
+    if (atomic_compare_exchange_weak_explicit(
+            &b->word, &w, nw, memory_order_acq_rel, memory_order_acquire))
       return;
   }
 }

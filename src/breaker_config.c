@@ -91,7 +91,7 @@ static int check_window(const wflo_breaker_config_t *c, char *errbuf,
     return wflo__config_invalid(WHAT, "window", "unknown window mode", errbuf,
                                 len);
   max = c->window == WFLO_WINDOW_TIME ? WFLO_BREAKER_TIME_WINDOW_MAX
-                                          : WFLO_BREAKER_COUNT_WINDOW_MAX;
+                                      : WFLO_BREAKER_COUNT_WINDOW_MAX;
   rc = check_range("window_size", c->window_size, max, errbuf, len);
   if (rc == 0)
     rc = check_range("minimum_calls", c->minimum_calls,
@@ -223,8 +223,7 @@ bool wflo__bcfg_equal(const wflo__bcfg_t *a, const wflo__bcfg_t *b) {
          a->minimum_calls == b->minimum_calls &&
          a->recovery_ns == b->recovery_ns &&
          a->max_wait_ns == b->max_wait_ns && a->slow_ns == b->slow_ns &&
-         a->failure_rate == b->failure_rate &&
-         a->slow_rate == b->slow_rate && a->is_failure == b->is_failure &&
-         a->user_data == b->user_data &&
+         a->failure_rate == b->failure_rate && a->slow_rate == b->slow_rate &&
+         a->is_failure == b->is_failure && a->user_data == b->user_data &&
          same_set(a->errors, a->nerrors, b->errors, b->nerrors);
 }

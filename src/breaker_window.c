@@ -45,8 +45,8 @@ static size_t data_bytes(uint32_t mode, uint32_t size) {
 }
 
 int wflo__bwindow_new(const wflo__bcfg_t *cfg, wflo__bwindow_t **out) {
-  size_t bytes = sizeof(wflo__bwindow_t) +
-                 data_bytes(cfg->window, cfg->window_size);
+  size_t bytes =
+      sizeof(wflo__bwindow_t) + data_bytes(cfg->window, cfg->window_size);
   wflo__bwindow_t *w = wflo__calloc(1, bytes);
   if (w == NULL)
     return WFLO_E_NOMEM;

@@ -103,12 +103,14 @@ static void test_defaults(void **state) {
   (void)state;
   memset(&c, 0xab, sizeof(c));
   wflo_breaker_config_init(&c);
-  assert_int_equal(c.failure_threshold, WFLO_BREAKER_DEFAULT_FAILURE_THRESHOLD);
+  assert_int_equal(c.failure_threshold,
+                   WFLO_BREAKER_DEFAULT_FAILURE_THRESHOLD);
   assert_int_equal(c.failure_threshold, 5);
   assert_true(c.recovery_timeout == 60.0);
   assert_true(c.recovery_timeout == WFLO_BREAKER_DEFAULT_RECOVERY_TIMEOUT);
   assert_int_equal(c.success_threshold, 2);
-  assert_int_equal(c.success_threshold, WFLO_BREAKER_DEFAULT_SUCCESS_THRESHOLD);
+  assert_int_equal(c.success_threshold,
+                   WFLO_BREAKER_DEFAULT_SUCCESS_THRESHOLD);
   assert_int_equal(c.half_open_max_calls, 1);
   assert_int_equal(c.half_open_max_calls,
                    WFLO_BREAKER_DEFAULT_HALF_OPEN_MAX_CALLS);
@@ -172,8 +174,7 @@ BAD(b_eenull, expected_errors,
 BAD(b_win, window, c->window = (wflo_window_t)7)
 BAD(b_winneg, window, c->window = (wflo_window_t)-1)
 BAD(b_ws0, window_size, c->window_size = 0)
-BAD(b_wsbig, window_size,
-    c->window_size = WFLO_BREAKER_COUNT_WINDOW_MAX + 1)
+BAD(b_wsbig, window_size, c->window_size = WFLO_BREAKER_COUNT_WINDOW_MAX + 1)
 BAD(b_wstime, window_size,
     (c->window = WFLO_WINDOW_TIME,
      c->window_size = WFLO_BREAKER_TIME_WINDOW_MAX + 1))
@@ -238,8 +239,8 @@ static void test_bad_configs(void **state) {
     assert_string_equal(
         json_string_value(json_object_get(ev->fields, "field")),
         bad_cases[i].field);
-    assert_string_equal(
-        json_string_value(json_object_get(ev->fields, "what")), "breaker");
+    assert_string_equal(json_string_value(json_object_get(ev->fields, "what")),
+                        "breaker");
     /* Constructors refuse it and build nothing. */
     assert_int_equal(wflo_breaker_new("x", &c, &b), WFLO_E_INVAL);
     assert_null(b);
@@ -282,13 +283,12 @@ static void test_from_json(void **state) {
       "{s:i, s:i, s:i, s:i, s:f, s:[s,s,i], s:s, s:i, s:i, s:f, s:i, s:f}",
       "failure_threshold", 7, "recovery_timeout", 30, "success_threshold", 3,
       "half_open_max_calls", 4, "half_open_max_wait", 2.5, "expected_errors",
-      "WFLO_E_TIMEOUT", "ETIMEDOUT", -5, "window", "count", "window_size",
-      50, "minimum_calls", 10, "failure_rate_threshold", 0.25,
+      "WFLO_E_TIMEOUT", "ETIMEDOUT", -5, "window", "count", "window_size", 50,
+      "minimum_calls", 10, "failure_rate_threshold", 0.25,
       "slow_call_duration", 2, "slow_call_rate_threshold", 0.75);
   (void)state;
   assert_non_null(j);
-  assert_int_equal(wflo_breaker_config_from_json(j, &c, err, sizeof(err)),
-                   0);
+  assert_int_equal(wflo_breaker_config_from_json(j, &c, err, sizeof(err)), 0);
   assert_int_equal(c.failure_threshold, 7);
   assert_true(c.recovery_timeout == 30.0);
   assert_int_equal(c.success_threshold, 3);
@@ -528,14 +528,31 @@ static void test_config_conflict(void **state) {
     const wflo_test_event_t *ev;
     d = c;
     switch (k) {
-    case 0: d.failure_threshold = 4; break;
-    case 1: d.recovery_timeout = 61; break;
-    case 2: d.expected_errors = l3; d.expected_errors_count = 2; break;
-    case 3: d.is_failure = pred_a; break;
-    case 4: d.user_data = &ud; break;
-    case 5: d.window = WFLO_WINDOW_COUNT; break;
-    case 6: d.slow_call_duration = 1; break;
-    case 7: d.half_open_max_calls = 2; break;
+    case 0:
+      d.failure_threshold = 4;
+      break;
+    case 1:
+      d.recovery_timeout = 61;
+      break;
+    case 2:
+      d.expected_errors = l3;
+      d.expected_errors_count = 2;
+      break;
+    case 3:
+      d.is_failure = pred_a;
+      break;
+    case 4:
+      d.user_data = &ud;
+      break;
+    case 5:
+      d.window = WFLO_WINDOW_COUNT;
+      break;
+    case 6:
+      d.slow_call_duration = 1;
+      break;
+    case 7:
+      d.half_open_max_calls = 2;
+      break;
     }
     wflo_test_events_clear();
     assert_int_equal(wflo_breaker_get("conf", &d, &b), 0);
@@ -883,11 +900,10 @@ static void test_permit_misuse(void **state) {
 static const int neutral_codes[] = {WFLO_E_CANCELED, WFLO_E_LOCK_TIMEOUT,
                                     WFLO_E_QUEUE_FULL, WFLO_E_BUDGET_EXCEEDED,
                                     WFLO_E_BREAKER_OPEN};
-static const int failure_codes[] = {WFLO_E_INVAL,   WFLO_E_NOMEM,
-                                    WFLO_E_STATE,   WFLO_E_TIMEOUT,
-                                    UV_ECONNRESET,  -1,
-                                    WFLO_E_PARSE,   WFLO_E_RATE_LIMITED,
-                                    WFLO_E_NOT_FOUND, INT_MIN};
+static const int failure_codes[] = {
+    WFLO_E_INVAL,     WFLO_E_NOMEM, WFLO_E_STATE, WFLO_E_TIMEOUT,
+    UV_ECONNRESET,    -1,           WFLO_E_PARSE, WFLO_E_RATE_LIMITED,
+    WFLO_E_NOT_FOUND, INT_MIN};
 
 static int g_base_fail = FAIL; /* a code the breaker under test counts */
 
@@ -1050,8 +1066,7 @@ static void test_force(void **state) {
                    WFLO_E_INVAL);
   assert_int_equal(wflo_breaker_force(b, (wflo_breaker_state_t)-1, 1),
                    WFLO_E_INVAL);
-  assert_int_equal(wflo_breaker_force(b, WFLO_BREAKER_OPEN, -1),
-                   WFLO_E_INVAL);
+  assert_int_equal(wflo_breaker_force(b, WFLO_BREAKER_OPEN, -1), WFLO_E_INVAL);
   assert_int_equal(wflo_breaker_force(b, WFLO_BREAKER_OPEN, NAN),
                    WFLO_E_INVAL);
   assert_int_equal(wflo_test_events_count(NULL), 0);
@@ -1118,16 +1133,13 @@ static void test_state_json(void **state) {
   assert_string_equal(json_string_value(json_object_get(j, "name")), "svc");
   assert_string_equal(json_string_value(json_object_get(j, "state")),
                       "closed");
-  assert_int_equal(json_integer_value(json_object_get(j, "failure_count")),
-                   2);
-  assert_int_equal(
-      json_integer_value(json_object_get(j, "failure_threshold")), 3);
-  assert_int_equal(json_integer_value(json_object_get(j, "success_count")),
-                   0);
-  assert_int_equal(
-      json_integer_value(json_object_get(j, "success_threshold")), 4);
-  assert_true(json_real_value(json_object_get(j, "recovery_timeout")) ==
-              10.0);
+  assert_int_equal(json_integer_value(json_object_get(j, "failure_count")), 2);
+  assert_int_equal(json_integer_value(json_object_get(j, "failure_threshold")),
+                   3);
+  assert_int_equal(json_integer_value(json_object_get(j, "success_count")), 0);
+  assert_int_equal(json_integer_value(json_object_get(j, "success_threshold")),
+                   4);
+  assert_true(json_real_value(json_object_get(j, "recovery_timeout")) == 10.0);
   assert_true(json_real_value(json_object_get(j, "open_for_seconds")) == 0);
   assert_true(json_real_value(json_object_get(j, "time_until_half_open")) ==
               0);
@@ -1138,8 +1150,7 @@ static void test_state_json(void **state) {
   j = wflo_breaker_state_json(b);
   check_keys(j);
   assert_string_equal(json_string_value(json_object_get(j, "state")), "open");
-  assert_int_equal(json_integer_value(json_object_get(j, "failure_count")),
-                   3);
+  assert_int_equal(json_integer_value(json_object_get(j, "failure_count")), 3);
   assert_true(json_real_value(json_object_get(j, "open_for_seconds")) == 3.0);
   assert_true(json_real_value(json_object_get(j, "time_until_half_open")) ==
               7.0);
@@ -1155,12 +1166,9 @@ static void test_state_json(void **state) {
   check_keys(j);
   assert_string_equal(json_string_value(json_object_get(j, "state")),
                       "half_open");
-  assert_int_equal(json_integer_value(json_object_get(j, "success_count")),
-                   1);
-  assert_int_equal(json_integer_value(json_object_get(j, "failure_count")),
-                   0);
-  assert_true(json_real_value(json_object_get(j, "open_for_seconds")) ==
-              12.0);
+  assert_int_equal(json_integer_value(json_object_get(j, "success_count")), 1);
+  assert_int_equal(json_integer_value(json_object_get(j, "failure_count")), 0);
+  assert_true(json_real_value(json_object_get(j, "open_for_seconds")) == 12.0);
   assert_true(json_real_value(json_object_get(j, "time_until_half_open")) ==
               0.0);
   json_decref(j);

@@ -33,7 +33,7 @@ typedef struct shared {
   int max_calls;
   long calls_per_thread;
   atomic_int running_trials;
-  atomic_int excess;       /* trials seen above max_calls */
+  atomic_int excess; /* trials seen above max_calls */
   atomic_int max_seen;
   atomic_long half_admitted, half_refused, open_refused, closed_admitted;
   atomic_long stale_records, resets, bad_record_rc;
@@ -63,6 +63,13 @@ static void count_event(const wflo_event_t *ev, void *ud) {
     atomic_fetch_add(&s->closed, 1);
 }
 
+/* k in [0, 20): 0 is neutral, 1..fail_max a failure, the rest success. */
+static int outcome(uint64_t k, uint64_t fail_max) {
+  if (k == 0)
+    return WFLO_E_CANCELED;
+  return k <= fail_max ? UV_ECONNRESET : 0;
+}
+
 /* A few hundred ns of work, so that a run lasts long enough for the 1 ms
  * recovery timeout to cycle the circuit many times. */
 static void work(uint64_t r) {
@@ -80,8 +87,8 @@ static int guarded(worker_t *w, const wflo_breaker_permit_t *p) {
     if (now > s->max_calls)
       atomic_fetch_add(&s->excess, 1);
     seen = atomic_load(&s->max_seen);
-    while (now > seen && !atomic_compare_exchange_weak(&s->max_seen, &seen,
-                                                       now))
+    while (now > seen &&
+           !atomic_compare_exchange_weak(&s->max_seen, &seen, now))
       ;
     if (r % 2 == 0) {
       /* Sleep (off the CPU) so that the other threads arrive meanwhile
@@ -94,24 +101,10 @@ static int guarded(worker_t *w, const wflo_breaker_permit_t *p) {
     atomic_fetch_sub(&s->running_trials, 1);
     /* Trials fail less often (15%) so that HALF_OPEN lasts a few trials
      * and they pile up against half_open_max_calls. */
-    switch ((r >> 8) % 20) {
-    case 0:
-      return WFLO_E_CANCELED; /* neutral */
-    case 1: case 2: case 3:
-      return UV_ECONNRESET;
-    default:
-      return 0;
-    }
+    return outcome((r >> 8) % 20, 3);
   }
   work(r);
-  switch ((r >> 8) % 20) {
-  case 0:
-    return WFLO_E_CANCELED; /* neutral */
-  case 1: case 2: case 3: case 4: case 5: case 6: case 7: case 8:
-    return UV_ECONNRESET; /* failure: 40% */
-  default:
-    return 0;
-  }
+  return outcome((r >> 8) % 20, 8); /* failures: 40% */
 }
 
 static void worker_main(void *arg) {
@@ -254,8 +247,7 @@ static void reg_main(void *arg) {
   cfg.failure_threshold = WFLO_BREAKER_THRESHOLD_MAX;
   for (int i = 0; i < w->rounds; i++) {
     wflo_breaker_t *b, *e;
-    if (wflo_breaker_get("shared-by-threads", &cfg, &b) != 0 ||
-        b != w->expect)
+    if (wflo_breaker_get("shared-by-threads", &cfg, &b) != 0 || b != w->expect)
       atomic_fetch_add(w->wrong, 1);
     else if (wflo_breaker_call(b, fail_op, NULL) != UV_ECONNRESET)
       atomic_fetch_add(w->wrong, 1);

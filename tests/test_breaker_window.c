@@ -57,7 +57,10 @@ static void rec(wflo_breaker_t *b, int rc, double dur) {
 
 static void recs(wflo_breaker_t *b, const char *pattern) {
   for (; *pattern; pattern++)
-    rec(b, *pattern == 'F' ? FAIL : *pattern == 'N' ? WFLO_E_CANCELED : 0,
+    rec(b,
+        *pattern == 'F'   ? FAIL
+        : *pattern == 'N' ? WFLO_E_CANCELED
+                          : 0,
         -1.0);
 }
 
@@ -211,11 +214,11 @@ static void test_slow_rate(void **state) {
   const wflo_test_event_t *ev;
   (void)state;
   b = make_slow(WFLO_WINDOW_COUNT, 4, 1.0, 0.5);
-  rec(b, 0, 2.0);   /* slow */
-  rec(b, 0, 1.0);   /* exactly the limit: not slow (strictly longer is) */
-  rec(b, 0, -1.0);  /* not measured */
+  rec(b, 0, 2.0);  /* slow */
+  rec(b, 0, 1.0);  /* exactly the limit: not slow (strictly longer is) */
+  rec(b, 0, -1.0); /* not measured */
   assert_st(b, WFLO_BREAKER_CLOSED);
-  rec(b, 0, NAN);   /* not measured: 1 slow of 4 */
+  rec(b, 0, NAN); /* not measured: 1 slow of 4 */
   assert_st(b, WFLO_BREAKER_CLOSED);
   rec(b, 0, 1.000001); /* evicts the first slow one: 1 of 4 */
   assert_st(b, WFLO_BREAKER_CLOSED);
@@ -368,7 +371,7 @@ static void test_time_window_expiry(void **state) {
   assert_int_equal(failures(b), 2);
   wflo_test_vclock_advance(5 * S);
   assert_int_equal(failures(b), 0); /* the JSON state sees the expiry */
-  recs(b, "SSFS"); /* 1 of 4: the 2 old failures are gone */
+  recs(b, "SSFS");                  /* 1 of 4: the 2 old failures are gone */
   assert_st(b, WFLO_BREAKER_CLOSED);
   recs(b, "F"); /* 2 of 5 */
   assert_st(b, WFLO_BREAKER_CLOSED);
@@ -468,9 +471,8 @@ static void test_half_open_as_default_mode(void **state) {
 static void model_check(wflo_window_t mode, int size) {
   /* COUNT: a window of failures would open it, so the model never makes
    * one; TIME: minimum_calls is never reached. */
-  wflo_breaker_t *b = make_window(mode, size,
-                                  mode == WFLO_WINDOW_TIME ? 1000000000 : size,
-                                  1.0);
+  wflo_breaker_t *b = make_window(
+      mode, size, mode == WFLO_WINDOW_TIME ? 1000000000 : size, 1.0);
   enum { STEPS = 3000 };
   static uint64_t when[STEPS];
   static char what[STEPS];

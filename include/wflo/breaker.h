@@ -352,18 +352,19 @@ WFLO_EXTERN int wflo_breaker_force(wflo_breaker_t *b,
 #else
 #define WFLO_WITH_BREAKER(b, rc) WFLO__WITH_BREAKER(b, rc, __LINE__)
 #endif
+/* clang-format off */
+#define WFLO__BRK_P(n) WFLO__BRK_CAT(wflo__brk_permit_, n)
+#define WFLO__BRK_GO(n) WFLO__BRK_CAT(wflo__brk_go_, n)
 #define WFLO__WITH_BREAKER(b, rc, n)                                          \
-  for (wflo_breaker_permit_t WFLO__BRK_CAT(wflo__brk_permit_, n)              \
-           WFLO__BRK_CLEANUP,                                                 \
-       *WFLO__BRK_CAT(wflo__brk_go_, n) =                                     \
-           ((rc) = wflo_breaker_acquire_timed(                                \
-                (b), &WFLO__BRK_CAT(wflo__brk_permit_, n))) == 0            \
-               ? &WFLO__BRK_CAT(wflo__brk_permit_, n)                         \
+  for (wflo_breaker_permit_t WFLO__BRK_P(n) WFLO__BRK_CLEANUP,                \
+       *WFLO__BRK_GO(n) =                                                     \
+           ((rc) = wflo_breaker_acquire_timed((b), &WFLO__BRK_P(n))) == 0     \
+               ? &WFLO__BRK_P(n)                                              \
                : NULL;                                                        \
-       WFLO__BRK_CAT(wflo__brk_go_, n) != NULL;                               \
-       WFLO__BRK_CAT(wflo__brk_go_, n) = NULL,                                \
-       (void)wflo_breaker_record_timed(                                       \
-           &WFLO__BRK_CAT(wflo__brk_permit_, n), (rc)))
+       WFLO__BRK_GO(n) != NULL;                                               \
+       WFLO__BRK_GO(n) = NULL,                                                \
+       (void)wflo_breaker_record_timed(&WFLO__BRK_P(n), (rc)))
+/* clang-format on */
 
 #ifdef __cplusplus
 }

@@ -127,16 +127,17 @@ static double run_lookups(char (*query)[24], wflo_breaker_t **got) {
 }
 
 static double registry_lookup(void) {
-  char (*names)[24] = calloc(NAMES_1M, sizeof(*names));
+  char(*names)[24] = calloc(NAMES_1M, sizeof(*names));
   wflo_breaker_t **all = calloc(NAMES_1M, sizeof(*all));
   wflo_breaker_t **got = calloc(LOOKUPS, sizeof(*got));
-  char (*query)[24] = calloc(LOOKUPS, sizeof(*query));
+  char(*query)[24] = calloc(LOOKUPS, sizeof(*query));
   double v[RUNS];
   int rc;
   if (names == NULL || all == NULL || got == NULL || query == NULL)
     die("calloc", WFLO_E_NOMEM);
   for (int i = 0; i < NAMES_1M; i++) {
-    snprintf(names[i], sizeof(names[i]), "svc-%08d-brk", (int)((long long)i * 7919 % NAMES_1M));
+    snprintf(names[i], sizeof(names[i]), "svc-%08d-brk",
+             (int)((long long)i * 7919 % NAMES_1M));
     if ((rc = wflo_breaker_get(names[i], NULL, &all[i])) != 0)
       die("register", rc);
   }
