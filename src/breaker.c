@@ -43,6 +43,8 @@ enum outcome { OUT_SUCCESS, OUT_FAILURE, OUT_NEUTRAL };
 
 static wflo__registry_t registry = WFLO__REGISTRY_INIT;
 
+_Static_assert(offsetof(wflo_breaker_t, ref) == 0, "ref comes first");
+
 /* --- objects -------------------------------------------------------------- */
 
 static size_t breaker_bytes(uint32_t slots) {
@@ -160,7 +162,7 @@ int wflo_breaker_get(const char *name, const wflo_breaker_config_t *c,
       wflo__registry_get(&registry, name, registry_create, &e, &ref, &created);
   if (rc != 0)
     return rc;
-  b = wflo__container_of(ref, wflo_breaker_t, ref);
+  b = (wflo_breaker_t *)(void *)ref; /* ref is the first member */
   /* With no config the caller takes the breaker as it is: no conflict. */
   if (!created && c != NULL && !wflo__bcfg_equal(&b->cfg, &e) &&
       wflo__event_on(WFLO_LOG_WARN))
