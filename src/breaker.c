@@ -130,9 +130,21 @@ int wflo_breaker_new(const char *name, const wflo_breaker_config_t *c,
   return breaker_alloc(name, &e, out);
 }
 
+/* arg: the caller's config, validated, or NULL for the defaults. The
+ * effective config is worked out only here, so a lookup of an existing name
+ * costs the registry's search and nothing else. */
 static int registry_create(const char *name, void *arg, wflo__ref_t **out) {
+  wflo_breaker_config_t defaults;
+  const wflo_breaker_config_t *c = arg;
+  wflo__bcfg_t e;
   wflo_breaker_t *b;
-  int rc = breaker_alloc(name, arg, &b);
+  int rc;
+  if (c == NULL) {
+    wflo_breaker_config_init(&defaults);
+    c = &defaults;
+  }
+  wflo__bcfg_effective(c, &e);
+  rc = breaker_alloc(name, &e, &b);
   if (rc != 0)
     return rc;
   b->ref.name = b->name;
@@ -142,7 +154,6 @@ static int registry_create(const char *name, void *arg, wflo__ref_t **out) {
 
 int wflo_breaker_get(const char *name, const wflo_breaker_config_t *c,
                      wflo_breaker_t **out) {
-  wflo_breaker_config_t defaults;
   wflo__bcfg_t e;
   wflo__ref_t *ref;
   wflo_breaker_t *b;
@@ -156,19 +167,19 @@ int wflo_breaker_get(const char *name, const wflo_breaker_config_t *c,
     return WFLO_E_INVAL;
   if (c != NULL && (rc = wflo_breaker_config_validate(c, NULL, 0)) != 0)
     return rc;
-  wflo_breaker_config_init(&defaults);
-  wflo__bcfg_effective(c != NULL ? c : &defaults, &e);
-  rc =
-      wflo__registry_get(&registry, name, registry_create, &e, &ref, &created);
+  rc = wflo__registry_get(&registry, name, registry_create,
+                          (void *)(uintptr_t)c, &ref, &created);
   if (rc != 0)
     return rc;
   b = (wflo_breaker_t *)(void *)ref; /* ref is the first member */
   /* With no config the caller takes the breaker as it is: no conflict. */
-  if (!created && c != NULL && !wflo__bcfg_equal(&b->cfg, &e) &&
-      wflo__event_on(WFLO_LOG_WARN))
-    wflo__emit("config_conflict", WFLO_LOG_WARN,
-               wflo__json_obj("what", json_string(WHAT), "name",
-                              wflo__json_string(name), NULL));
+  if (!created && c != NULL) {
+    wflo__bcfg_effective(c, &e);
+    if (!wflo__bcfg_equal(&b->cfg, &e) && wflo__event_on(WFLO_LOG_WARN))
+      wflo__emit("config_conflict", WFLO_LOG_WARN,
+                 wflo__json_obj("what", json_string(WHAT), "name",
+                                wflo__json_string(name), NULL));
+  }
   *out = b;
   return 0;
 }
