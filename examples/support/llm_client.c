@@ -277,8 +277,7 @@ static void describe_failure(llm_request_t *r, CURLcode cc) {
     snprintf(r->detail, sizeof(r->detail), "response larger than %zu bytes",
              LLM_MAX_RESPONSE_BYTES);
   else if (json_is_string(msg))
-    snprintf(r->detail, sizeof(r->detail), "HTTP %ld: %s", r->res.http_status,
-             json_string_value(msg));
+    snprintf(r->detail, sizeof(r->detail), "%s", json_string_value(msg));
   else if (cc != CURLE_OK)
     snprintf(r->detail, sizeof(r->detail), "%s",
              r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc));

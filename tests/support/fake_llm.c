@@ -25,7 +25,9 @@ typedef struct step {
 
 typedef struct conn {
   uv_tcp_t tcp;
-  uv_timer_t delay;        /* holds an answer back by the latency */
+  uv_timer_t delay;        /* holds an answer back by the latency; later
+                              bounds a lingering close */
+  uv_shutdown_t shutdown;
   struct conn *prev, *next;
   fake_llm_t *f;
   int handles;             /* of tcp and delay, not yet closed */
@@ -158,6 +160,26 @@ static void start_close(fake_llm_t *f) {
 
 /* --- writing ------------------------------------------------------------ */
 
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)req;
+  (void)status;
+}
+
+static void on_linger_timeout(uv_timer_t *t) { conn_close(t->data); }
+
+/* Closing right after an answer would reset the connection if the client is
+ * still sending (a 413 for a big upload): the RST can destroy the answer
+ * before the client reads it. So: send FIN, throw away what still comes,
+ * close on the client's EOF or after a second. */
+static void linger_close(conn_t *c) {
+  c->stalled = 1;
+  if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->delay, on_linger_timeout, 1000, 0);
+}
+
 static void on_written(uv_write_t *req, int status) {
   wreq_t *w = (wreq_t *)(void *)req;
   conn_t *c = w->c;
@@ -168,8 +190,10 @@ static void on_written(uv_write_t *req, int status) {
     return;
   inflight_done(c);
   c->busy = 0;
-  if (status < 0 || c->close_after)
+  if (status < 0)
     conn_close(c);
+  else if (c->close_after)
+    linger_close(c);
   else
     process(c); /* a pipelined request may be waiting in buf */
 }
@@ -251,8 +275,14 @@ static void reject(conn_t *c, int status, const char *reason, int close) {
   uv_mutex_lock(&f->synced.mu);
   f->synced.served[FAKE_LLM_REJECTED]++;
   uv_mutex_unlock(&f->synced.mu);
-  if (close)
+  if (close) {
+    /* The rest of this request will never be parsed: swallow it (a full
+     * buffer would otherwise fail the next read and reset the
+     * connection before the client reads our answer). */
     c->close_after = 1;
+    c->stalled = 1;
+    c->len = 0;
+  }
   answer(c, status, reason, "", "{\"error\":{\"message\":\"rejected\"}}", 0);
 }
 
