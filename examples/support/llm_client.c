@@ -38,7 +38,7 @@ struct llm_request_s {
   char *body;                    /* request JSON (json_dumps, free()) */
   char *resp;                    /* response body as received */
   size_t resp_len, resp_cap;
-  int resp_too_big;
+  int resp_too_big, resp_oom;    /* why on_body refused (WRITE_ERROR) */
   double retry_after_s, retry_after_ms;
   json_t *json;                  /* parsed body, owned until delivery */
   llm_result_t res;
@@ -214,8 +214,10 @@ static size_t on_body(char *buf, size_t size, size_t nitems, void *ud) {
     cap = r->resp_cap ? r->resp_cap : 4096;
     while (cap < r->resp_len + len + 1)
       cap *= 2;
-    if ((p = realloc(r->resp, cap)) == NULL)
+    if ((p = realloc(r->resp, cap)) == NULL) {
+      r->resp_oom = 1;
       return 0;
+    }
     r->resp = p;
     r->resp_cap = cap;
   }
@@ -323,7 +325,9 @@ static void finish(llm_client_t *c, llm_request_t *r, CURLcode cc) {
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &res->http_status);
   res->retry_after_s =
       isnan(r->retry_after_ms) ? r->retry_after_s : r->retry_after_ms / 1e3;
-  res->err = r->resp_too_big ? WFLO_E_PARSE : llm_map_error(cc, res->http_status);
+  res->err = llm_map_error(cc, res->http_status);
+  if (r->resp_oom) /* our realloc failed, not the size limit */
+    res->err = WFLO_E_NOMEM;
   if (res->err == 0)
     res->err = parse_completion(r);
   else
