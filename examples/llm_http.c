@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h> /* the client runs on libcurl: link it */
 #include <wflo.h>
 
 #include "fake_llm.h"
@@ -62,9 +63,12 @@ static int fail_kind(const char *name, fake_llm_kind_t *kind) {
   static const struct {
     const char *name;
     fake_llm_kind_t kind;
-  } kinds[] = {{"500", FAKE_LLM_500},     {"429", FAKE_LLM_429},
-               {"stall", FAKE_LLM_STALL}, {"close", FAKE_LLM_CLOSE},
-               {"malformed", FAKE_LLM_MALFORMED}, {"400", FAKE_LLM_400}};
+  } kinds[] = {{"500", FAKE_LLM_500},
+               {"429", FAKE_LLM_429},
+               {"stall", FAKE_LLM_STALL},
+               {"close", FAKE_LLM_CLOSE},
+               {"malformed", FAKE_LLM_MALFORMED},
+               {"400", FAKE_LLM_400}};
   size_t i;
   for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
     if (strcmp(name, kinds[i].name) == 0) {
@@ -111,9 +115,11 @@ int main(int argc, char **argv) {
 
   if (parse_args(argc, argv, &o) != 0 ||
       (o.fail != NULL && fail_kind(o.fail, &kind) != 0)) {
-    fprintf(stderr, "usage: %s [--url URL] [--model NAME] [--prompt TEXT] "
-                    "[--timeout-ms N] [--fail 500|429|stall|close|malformed|"
-                    "400]\n", argv[0]);
+    fprintf(stderr,
+            "usage: %s [--url URL] [--model NAME] [--prompt TEXT] "
+            "[--timeout-ms N] [--fail 500|429|stall|close|malformed|"
+            "400]\n",
+            argv[0]);
     return 2;
   }
   if (uv_loop_init(&loop) != 0)
@@ -135,8 +141,9 @@ int main(int argc, char **argv) {
   memset(&cfg, 0, sizeof(cfg));
   cfg.base_url = o.url;
   cfg.api_key = getenv("OPENAI_API_KEY"); /* NULL: no Authorization header */
-  cfg.model = o.model != NULL ? o.model : fake != NULL ? "fake-model"
-                                                       : "gpt-4o-mini";
+  cfg.model = o.model != NULL ? o.model
+              : fake != NULL  ? "fake-model"
+                              : "gpt-4o-mini";
   cfg.timeout_ms = o.timeout_ms;
   cfg.connect_timeout_ms = 5000;
   if ((rc = llm_client_new(&loop, &cfg, &client)) != 0) {

@@ -15,8 +15,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <curl/curl.h>
 
 #include "fake_llm.h"
+#include "harness.h"
 #include "internal/common.h"
 #include "internal/loop.h"
 #include "llm_client.h"
@@ -26,9 +28,9 @@
 
 typedef struct got {
   int calls;
-  int in_start;      /* set around llm_client_chat: catches a sync callback */
+  int in_start; /* set around llm_client_chat: catches a sync callback */
   int sync_calls;
-  int order;         /* global sequence number at delivery */
+  int order; /* global sequence number at delivery */
   llm_result_t r;
   char text[256];
   char detail[256];
@@ -89,6 +91,7 @@ static void make_client(fx_t *x, const char *url, long timeout_ms) {
 
 static int setup(void **state) {
   fx_t *x = calloc(1, sizeof(*x));
+  wflo_test_setup(state);
   assert_non_null(x);
   assert_int_equal(uv_loop_init(&x->loop), 0);
   assert_int_equal(fake_llm_start(&x->loop, &x->f), 0);
@@ -104,8 +107,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fx_t *x = *state;
   if (x->c != NULL)
-    assert_int_equal(llm_client_close(x->c, set_closed, &x->client_closed),
-                     0);
+    assert_int_equal(llm_client_close(x->c, set_closed, &x->client_closed), 0);
   if (x->f != NULL)
     fake_llm_close(x->f, set_closed, &x->server_closed);
   assert_int_equal(uv_run(&x->loop, UV_RUN_DEFAULT), 0);
@@ -113,11 +115,11 @@ static int teardown(void **state) {
     assert_int_equal(x->client_closed, 1);
   if (x->f != NULL)
     assert_int_equal(x->server_closed, 1);
-  assert_int_equal(uv_loop_close(&x->loop), 0);
+  wflo_test_loop_close(&x->loop); /* asserts uv_loop_close() == 0 */
   assert_int_equal(wflo__loop_states_alive(), 0);
   free(x);
   g_fx = NULL;
-  return 0;
+  return wflo_test_teardown(state);
 }
 
 static void run(fx_t *x) {
@@ -182,7 +184,7 @@ static void test_error_map_table(void **state) {
 /* The table's promise in libwflo's terms: transient failures are retried by
  * the default policy, a 4xx is not. */
 static void test_retryable_by_default(void **state) {
-  const int transient[] = {WFLO_E_RATE_LIMITED, UV_EAI_AGAIN, UV_ETIMEDOUT,
+  const int transient[] = {WFLO_E_RATE_LIMITED, UV_EAI_AGAIN,  UV_ETIMEDOUT,
                            UV_ECONNREFUSED,     UV_ECONNRESET, UV_EAI_NONAME,
                            UV_EPROTO,           WFLO_E_PARSE};
   size_t i;
@@ -244,9 +246,9 @@ static void test_invalid_arguments(void **state) {
   assert_int_equal(llm_client_chat(x->c, NULL, on_result, &g, NULL),
                    WFLO_E_INVAL);
   assert_int_equal(llm_client_chat(x->c, "p", NULL, &g, NULL), WFLO_E_INVAL);
-  assert_int_equal(llm_client_chat(x->c, "bad \xff utf-8", on_result, &g,
-                                   NULL),
-                   WFLO_E_INVAL);
+  assert_int_equal(
+      llm_client_chat(x->c, "bad \xff utf-8", on_result, &g, NULL),
+      WFLO_E_INVAL);
   j = json_object();
   assert_int_equal(llm_client_chat_messages(x->c, j, on_result, &g, NULL),
                    WFLO_E_INVAL);
@@ -292,9 +294,9 @@ static void test_ok_text_and_usage(void **state) {
 static void test_messages_conversation(void **state) {
   fx_t *x = *state;
   got_t g;
-  json_t *msgs = json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system",
-                           "content", "be brief", "role", "user", "content",
-                           "and now?");
+  json_t *msgs =
+      json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content",
+                "be brief", "role", "user", "content", "and now?");
   memset(&g, 0, sizeof(g));
   assert_int_equal(llm_client_chat_messages(x->c, msgs, on_result, &g, NULL),
                    0);
@@ -498,7 +500,7 @@ static void test_concurrent_and_keepalive(void **state) {
   assert_true(fake_llm_requests(x->f, FAKE_LLM_OK) == 12);
 }
 
-/* --- cancel and close ----------------------------------------------------- */
+/* --- cancel and close ---------------------------------------------------*/
 
 static void test_cancel(void **state) {
   fx_t *x = *state;
@@ -550,14 +552,14 @@ static void test_close_cancels_pending(void **state) {
   assert_int_equal(a.r.err, WFLO_E_CANCELED);
   assert_int_equal(b.r.err, WFLO_E_CANCELED);
   assert_int_equal(a.chat_rc_inside, WFLO_E_STATE); /* closing: refused */
-  assert_int_equal(x->client_closed, 1); /* after the callbacks */
+  assert_int_equal(x->client_closed, 1);            /* after the callbacks */
   x->c = NULL;
 }
 
 static void close_inside(const llm_result_t *r, void *ud) {
   on_result(r, ud);
-  assert_int_equal(llm_client_close(g_fx->c, set_closed,
-                                    &g_fx->client_closed), 0);
+  assert_int_equal(llm_client_close(g_fx->c, set_closed, &g_fx->client_closed),
+                   0);
 }
 
 static void test_close_from_callback(void **state) {
@@ -599,7 +601,7 @@ static void test_idle_client_does_not_hold_loop(void **state) {
   assert_int_equal(uv_loop_alive(&x->loop), 0);
 }
 
-/* --- server on its own thread --------------------------------------------- */
+/* --- server on its own thread -------------------------------------------*/
 
 static void test_server_thread_mode(void **state) {
   fx_t *x = *state;
@@ -642,9 +644,12 @@ static void test_server_thread_mode(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_error_map_table),
-      cmocka_unit_test(test_retryable_by_default),
-      cmocka_unit_test(test_retry_after_parse),
+#define U(fn)                                                                 \
+  cmocka_unit_test_setup_teardown(fn, wflo_test_setup, wflo_test_teardown)
+      U(test_error_map_table),
+      U(test_retryable_by_default),
+      U(test_retry_after_parse),
+#undef U
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
       T(test_invalid_arguments),
       T(test_ok_text_and_usage),
@@ -667,5 +672,10 @@ int main(void) {
       T(test_server_thread_mode),
 #undef T
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  /* The client and the fake server allocate with malloc, not libwflo's
+   * allocator; the counting allocator still proves that nothing of
+   * libwflo is involved or left behind. Their own leaks are ASan's and
+   * valgrind's to find. */
+  return cmocka_run_group_tests(tests, wflo_test_group_setup,
+                                wflo_test_group_teardown);
 }

@@ -29,26 +29,26 @@ typedef struct link {
 typedef enum req_state { REQ_ACTIVE, REQ_DONE } req_state_t;
 
 struct llm_request_s {
-  link_t link;                   /* in c->active, then in c->done */
+  link_t link; /* in c->active, then in c->done */
   llm_client_t *c;
-  CURL *easy;                    /* NULL once the transfer is over */
+  CURL *easy; /* NULL once the transfer is over */
   req_state_t state;
   llm_result_cb cb;
   void *ud;
-  char *body;                    /* request JSON (json_dumps, free()) */
-  char *resp;                    /* response body as received */
+  char *body; /* request JSON (json_dumps, free()) */
+  char *resp; /* response body as received */
   size_t resp_len, resp_cap;
-  int resp_too_big, resp_oom;    /* why on_body refused (WRITE_ERROR) */
+  int resp_too_big, resp_oom; /* why on_body refused (WRITE_ERROR) */
   double retry_after_s, retry_after_ms;
-  json_t *json;                  /* parsed body, owned until delivery */
+  json_t *json; /* parsed body, owned until delivery */
   llm_result_t res;
-  char errbuf[CURL_ERROR_SIZE];  /* curl's message for a failed transfer */
+  char errbuf[CURL_ERROR_SIZE]; /* curl's message for a failed transfer */
   char detail[256];
 };
 
 typedef struct sock {
   uv_poll_t poll;
-  link_t link;                   /* in c->socks; unlinked when closing */
+  link_t link; /* in c->socks; unlinked when closing */
   llm_client_t *c;
   curl_socket_t fd;
 } sock_t;
@@ -56,16 +56,16 @@ typedef struct sock {
 struct llm_client_s {
   uv_loop_t *loop;
   CURLM *multi;
-  uv_timer_t curl_timer;         /* the one timeout curl asks for */
-  uv_timer_t deliver_timer;      /* drains c->done outside curl */
-  link_t active;                 /* requests curl is working on */
-  link_t done;                   /* finished, callback not yet run */
-  link_t socks;                  /* watched sockets */
+  uv_timer_t curl_timer;    /* the one timeout curl asks for */
+  uv_timer_t deliver_timer; /* drains c->done outside curl */
+  link_t active;            /* requests curl is working on */
+  link_t done;              /* finished, callback not yet run */
+  link_t socks;             /* watched sockets */
   size_t nactive;
-  int open_handles;              /* uv handles whose close cb is pending */
+  int open_handles; /* uv handles whose close cb is pending */
   int closing;
   char *url, *model;
-  struct curl_slist *headers;    /* shared by every request */
+  struct curl_slist *headers; /* shared by every request */
   long timeout_ms, connect_timeout_ms;
   void (*closed)(void *ud);
   void *closed_ud;
@@ -87,8 +87,8 @@ static void list_del(link_t *n) {
   n->prev = n->next = n;
 }
 
-#define CONTAINER(p, type, field) \
-  ((type *)(void *)((char *)(p) - offsetof(type, field)))
+#define CONTAINER(p, type, field)                                             \
+  ((type *)(void *)((char *)(p)-offsetof(type, field)))
 
 /* --- error mapping: the one place ------------------------------------- */
 
@@ -100,10 +100,10 @@ int llm_map_error(CURLcode cc, long status) {
     return UV_ETIMEDOUT;
   case CURLE_COULDNT_CONNECT:
     return UV_ECONNREFUSED;
-  case CURLE_GOT_NOTHING:   /* closed before any response byte */
+  case CURLE_GOT_NOTHING: /* closed before any response byte */
   case CURLE_RECV_ERROR:
   case CURLE_SEND_ERROR:
-  case CURLE_PARTIAL_FILE:  /* closed before Content-Length was reached */
+  case CURLE_PARTIAL_FILE: /* closed before Content-Length was reached */
     return UV_ECONNRESET;
   case CURLE_COULDNT_RESOLVE_HOST:
   case CURLE_COULDNT_RESOLVE_PROXY:
@@ -113,7 +113,7 @@ int llm_map_error(CURLcode cc, long status) {
     return WFLO_E_INVAL;
   case CURLE_OUT_OF_MEMORY:
     return WFLO_E_NOMEM;
-  case CURLE_WRITE_ERROR:   /* our write callback refused: body too big */
+  case CURLE_WRITE_ERROR: /* our write callback refused: body too big */
     return WFLO_E_PARSE;
   default:
     return UV_EPROTO;
@@ -249,8 +249,8 @@ static int parse_completion(llm_request_t *r) {
     snprintf(r->detail, sizeof(r->detail), "response has no valid usage");
     return WFLO_E_PARSE;
   }
-  msg = json_object_get(
-      json_array_get(json_object_get(r->json, "choices"), 0), "message");
+  msg = json_object_get(json_array_get(json_object_get(r->json, "choices"), 0),
+                        "message");
   content = json_object_get(msg, "content");
   if (!json_is_string(content) && !json_is_null(content)) {
     snprintf(r->detail, sizeof(r->detail),
@@ -612,8 +612,7 @@ static int setup_easy(llm_client_t *c, llm_request_t *r) {
 }
 
 int llm_client_chat_messages(llm_client_t *c, const json_t *messages,
-                             llm_result_cb cb, void *ud,
-                             llm_request_t **out) {
+                             llm_result_cb cb, void *ud, llm_request_t **out) {
   llm_request_t *r;
   json_t *body;
   int rc = WFLO_E_NOMEM;

@@ -80,29 +80,30 @@ typedef struct llm_client_config {
   const char *base_url;
   /* Sent as "Authorization: Bearer <api_key>"; NULL or "" sends none. */
   const char *api_key;
-  const char *model;           /* copied; required */
-  long timeout_ms;             /* whole request; 0 = no limit */
-  long connect_timeout_ms;     /* TCP/TLS connect; 0 = curl's default (300 s) */
+  const char *model;       /* copied; required */
+  long timeout_ms;         /* whole request; 0 = no limit */
+  long connect_timeout_ms; /* TCP/TLS connect; 0 = curl's default (300 s) */
 } llm_client_config_t;
 
 /* What one request produced. Valid only during the callback: copy what you
  * keep. */
 typedef struct llm_result {
-  int err;                     /* 0 or a negative code (table above) */
-  long http_status;            /* 0 when no HTTP response arrived */
-  double retry_after_s;        /* Retry-After (delta-seconds or HTTP-date;
-                                  retry-after-ms preferred when present),
-                                  >= 0; NAN when absent */
-  uint64_t prompt_tokens;      /* usage.prompt_tokens; 0 on any failure */
-  uint64_t completion_tokens;  /* usage.completion_tokens; 0 on failure */
-  const char *text;            /* the assistant's message; NULL on failure
-                                  or when the provider sent null content */
+  int err;          /* 0 or a negative code (table above) */
+  long http_status; /* 0 when no HTTP response arrived */
+  /* Retry-After in seconds, >= 0 (delta-seconds or HTTP-date; OpenAI's
+   * retry-after-ms wins when both are sent); NAN when absent. */
+  double retry_after_s;
+  uint64_t prompt_tokens;     /* usage.prompt_tokens; 0 on any failure */
+  uint64_t completion_tokens; /* usage.completion_tokens; 0 on failure */
+  /* The assistant's message; NULL on failure or when the provider sent
+   * null content. */
+  const char *text;
   size_t text_len;
-  const char *detail;          /* a human-readable reason on failure (the
-                                  provider's error.message or curl's
-                                  message), "" on success; never NULL */
-  const json_t *response;      /* the parsed response body (borrowed), NULL
-                                  when there is none */
+  /* A human-readable reason on failure (the provider's error.message or
+   * curl's message); "" on success; never NULL. */
+  const char *detail;
+  /* The parsed response body (borrowed); NULL when there is none. */
+  const json_t *response;
 } llm_result_t;
 
 typedef void (*llm_result_cb)(const llm_result_t *res, void *ud);
@@ -128,8 +129,7 @@ int llm_client_chat(llm_client_t *c, const char *prompt, llm_result_cb cb,
 /* The same with a whole conversation: messages is a JSON array of
  * {"role", "content"} objects (borrowed; serialized before returning). */
 int llm_client_chat_messages(llm_client_t *c, const json_t *messages,
-                             llm_result_cb cb, void *ud,
-                             llm_request_t **out);
+                             llm_result_cb cb, void *ud, llm_request_t **out);
 
 /* Cancels a pending request: its callback runs later with WFLO_E_CANCELED
  * (unless it had already finished and waits for delivery: then it keeps its

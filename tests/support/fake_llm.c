@@ -25,21 +25,21 @@ typedef struct step {
 
 typedef struct conn {
   uv_tcp_t tcp;
-  uv_timer_t delay;        /* holds an answer back by the latency; later
-                              bounds a lingering close */
+  /* Holds an answer back by the latency; later bounds a lingering close. */
+  uv_timer_t delay;
   uv_shutdown_t shutdown;
   struct conn *prev, *next;
   fake_llm_t *f;
-  int handles;             /* of tcp and delay, not yet closed */
+  int handles; /* of tcp and delay, not yet closed */
   int closing;
-  int busy;                /* answering: parse nothing more until written */
-  int stalled;             /* never answer; ignore further bytes */
-  int inflight;            /* counted in synced.inflight */
-  int close_after;         /* "Connection: close" or HTTP/1.0 */
+  int busy;        /* answering: parse nothing more until written */
+  int stalled;     /* never answer; ignore further bytes */
+  int inflight;    /* counted in synced.inflight */
+  int close_after; /* "Connection: close" or HTTP/1.0 */
   int sent_continue;
-  char *pending;           /* answer waiting for the delay timer */
+  char *pending; /* answer waiting for the delay timer */
   size_t pending_len;
-  size_t len;              /* bytes in buf */
+  size_t len; /* bytes in buf */
   char buf[FAKE_LLM_MAX_REQUEST];
 } conn_t;
 
@@ -48,7 +48,7 @@ struct fake_llm_s {
   uv_tcp_t listener;
   conn_t *conns;
   int port;
-  int handles;             /* every open handle: listener, stop, conns' */
+  int handles; /* every open handle: listener, stop, conns' */
   int closing;
   void (*closed)(void *ud);
   void *closed_ud;
@@ -232,15 +232,18 @@ static void answer(conn_t *c, int status, const char *reason,
   size_t blen = strlen(body);
   int n;
   char *data;
-  const char *fmt = "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                    "Content-Length: %zu\r\nConnection: %s\r\n%s\r\n";
+#define HEAD_FMT                                                              \
+  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"                      \
+  "Content-Length: %zu\r\nConnection: %s\r\n%s\r\n"
   const char *conn_hdr = c->close_after ? "close" : "keep-alive";
-  n = snprintf(NULL, 0, fmt, status, reason, blen, conn_hdr, extra);
+  n = snprintf(NULL, 0, HEAD_FMT, status, reason, blen, conn_hdr, extra);
   if (n < 0 || (data = malloc((size_t)n + blen + 1)) == NULL) {
     conn_close(c);
     return;
   }
-  snprintf(data, (size_t)n + 1, fmt, status, reason, blen, conn_hdr, extra);
+  snprintf(data, (size_t)n + 1, HEAD_FMT, status, reason, blen, conn_hdr,
+           extra);
+#undef HEAD_FMT
   memcpy(data + n, body, blen);
   c->busy = 1;
   if (delay_ms == 0) {
@@ -302,11 +305,11 @@ static char *completion_body(fake_llm_t *f, json_t *req, uint64_t pt,
            (unsigned long long)++f->next_id);
   resp = json_pack(
       "{s:s, s:s, s:I, s:O, s:[{s:i, s:{s:s, s:s}, s:s}], s:{s:I, s:I, s:I}}",
-      "id", id, "object", "chat.completion", "created", (json_int_t)0,
-      "model", json_object_get(req, "model"), "choices", "index", 0,
-      "message", "role", "assistant", "content", text, "finish_reason",
-      "stop", "usage", "prompt_tokens", (json_int_t)pt, "completion_tokens",
-      (json_int_t)ct, "total_tokens", (json_int_t)(pt + ct));
+      "id", id, "object", "chat.completion", "created", (json_int_t)0, "model",
+      json_object_get(req, "model"), "choices", "index", 0, "message", "role",
+      "assistant", "content", text, "finish_reason", "stop", "usage",
+      "prompt_tokens", (json_int_t)pt, "completion_tokens", (json_int_t)ct,
+      "total_tokens", (json_int_t)(pt + ct));
   free(text);
   out = resp != NULL ? json_dumps(resp, JSON_COMPACT) : NULL;
   json_decref(resp);
@@ -447,8 +450,7 @@ static void parse_head(conn_t *c, const char *end, request_t *r) {
       ;
     vlen = (size_t)(eol - v);
     if (token_is(p, (size_t)(colon - p), "content-length")) {
-      if (vlen == 0 || vlen >= sizeof(num) ||
-          strspn(v, "0123456789") < vlen) {
+      if (vlen == 0 || vlen >= sizeof(num) || strspn(v, "0123456789") < vlen) {
         r->bad = 1;
         return;
       }
@@ -519,8 +521,7 @@ static void process(conn_t *c) {
         if (copy == NULL)
           conn_close(c);
         else
-          send_bytes(c, copy, sizeof("HTTP/1.1 100 Continue\r\n\r\n") - 1,
-                     0);
+          send_bytes(c, copy, sizeof("HTTP/1.1 100 Continue\r\n\r\n") - 1, 0);
       }
       return;
     }

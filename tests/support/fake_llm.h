@@ -40,18 +40,19 @@ typedef struct fake_llm_s fake_llm_t;
 
 /* How a request is answered, and the index of its counter. */
 typedef enum fake_llm_kind {
-  FAKE_LLM_OK = 0,      /* 200 with a completion and usage */
-  FAKE_LLM_500,         /* 500 with {"error": {"message"}} */
-  FAKE_LLM_429,         /* 429 with "Retry-After: S" when S >= 0 */
-  FAKE_LLM_STALL,       /* read the request, never answer; the connection
-                           stays open until the client gives up */
-  FAKE_LLM_CLOSE,       /* close the connection without answering */
-  FAKE_LLM_MALFORMED,   /* 200 whose body is truncated JSON */
-  FAKE_LLM_400,         /* 400 with {"error": {"message"}} */
-  FAKE_LLM_NO_USAGE,    /* 200, a completion without "usage" */
-  FAKE_LLM_REJECTED,    /* counter only: requests the server itself refused
-                           (wrong method or path, body not a chat request,
-                           too large): 400/404/405/413 */
+  FAKE_LLM_OK = 0, /* 200 with a completion and usage */
+  FAKE_LLM_500,    /* 500 with {"error": {"message"}} */
+  FAKE_LLM_429,    /* 429 with "Retry-After: S" when S >= 0 */
+  /* Read the request, never answer: the connection stays open until the
+   * client gives up. */
+  FAKE_LLM_STALL,
+  FAKE_LLM_CLOSE,     /* close the connection without answering */
+  FAKE_LLM_MALFORMED, /* 200 whose body is truncated JSON */
+  FAKE_LLM_400,       /* 400 with {"error": {"message"}} */
+  FAKE_LLM_NO_USAGE,  /* 200, a completion without "usage" */
+  /* Counter only: requests the server itself refused (wrong method or
+   * path, body not a chat request, too large): 400/404/405/413. */
+  FAKE_LLM_REJECTED,
   FAKE_LLM_KINDS,
   FAKE_LLM_ANY = FAKE_LLM_KINDS /* fake_llm_requests(): the total */
 } fake_llm_kind_t;
