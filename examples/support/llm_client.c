@@ -293,7 +293,9 @@ static void on_deliver(uv_timer_t *t);
 
 static void update_ref(llm_client_t *c) {
   /* Idle clients must not keep uv_run() alive: only a client with work in
-   * flight holds a reference on the loop through its timer. */
+   * flight holds a reference on the loop through its timer. (curl 7.88
+   * stops its timer when idle anyway; this keeps the promise if a curl
+   * version leaves one armed.) */
   if (c->closing)
     return;
   if (c->nactive > 0)
@@ -397,9 +399,9 @@ static void on_curl_timeout(uv_timer_t *t) {
 }
 
 static void sock_close(sock_t *s) {
-  /* Stopping now matters: curl closes the fd right after telling us, and
-   * may reuse the number for a new socket before the close callback. */
-  uv_poll_stop(&s->poll);
+  /* uv_close stops watching the fd at once, which matters: curl closes the
+   * fd right after telling us, and may reuse the number for a new socket
+   * before the close callback runs. */
   list_del(&s->link);
   uv_close((uv_handle_t *)&s->poll, handle_closed);
 }
@@ -704,8 +706,9 @@ int llm_client_close(llm_client_t *c, void (*closed)(void *ud), void *ud) {
   c->closing = 1;
   c->closed = closed;
   c->closed_ud = ud;
-  /* Cleanup closes cached connections and may call on_curl_socket() with
-   * CURL_POLL_REMOVE; whatever socket it does not mention we close below. */
+  /* Cleanup closes cached connections and tells on_curl_socket() about
+   * each (CURL_POLL_REMOVE); the loop below is a safety net for any socket
+   * it would not mention. */
   curl_multi_cleanup(c->multi);
   c->multi = NULL;
   while (!list_empty(&c->socks))
