@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #include <cmocka.h>
 
@@ -1489,6 +1490,49 @@ static void test_oom(void **state) {
   json_decref(j);
 }
 
+/* jansson's own allocations fail too: the Nth one, for every N. */
+static atomic_long g_jfail_at, g_jcount, g_jlive;
+
+static void *jfail_malloc(size_t n) {
+  if (atomic_fetch_add(&g_jcount, 1) + 1 == atomic_load(&g_jfail_at))
+    return NULL;
+  atomic_fetch_add(&g_jlive, 1);
+  return malloc(n);
+}
+
+static void jfail_free(void *p) {
+  if (p != NULL)
+    atomic_fetch_sub(&g_jlive, 1);
+  free(p);
+}
+
+static void test_state_json_jansson_oom(void **state) {
+  wflo_breaker_t *b = make(NULL);
+  bool failed_once = false;
+  (void)state;
+  wflo_set_log_level(WFLO_LOG_OFF);
+  json_set_alloc_funcs(jfail_malloc, jfail_free);
+  for (long n = 1;; n++) {
+    json_t *j;
+    atomic_store(&g_jcount, 0);
+    atomic_store(&g_jlive, 0);
+    atomic_store(&g_jfail_at, n);
+    j = wflo_breaker_state_json(b);
+    if (j == NULL) {
+      failed_once = true;
+      assert_int_equal(atomic_load(&g_jlive), 0); /* nothing half-built */
+      continue;
+    }
+    json_decref(j);
+    assert_int_equal(atomic_load(&g_jlive), 0);
+    if (atomic_load(&g_jcount) < n)
+      break; /* nothing failed: every N was covered */
+  }
+  json_set_alloc_funcs(malloc, free);
+  assert_true(failed_once);
+  wflo_breaker_put(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       TEST(test_defaults),
@@ -1523,6 +1567,7 @@ int main(void) {
       TEST(test_with_breaker_exits),
       TEST(test_with_breaker_evaluates_once),
       TEST(test_oom),
+      TEST(test_state_json_jansson_oom),
   };
   return cmocka_run_group_tests(tests, wflo_test_group_setup,
                                 wflo_test_group_teardown);
