@@ -14,8 +14,10 @@
  * failure except the neutral ones: WFLO_E_CANCELED, WFLO_E_LOCK_TIMEOUT,
  * WFLO_E_QUEUE_FULL, WFLO_E_BUDGET_EXCEEDED and WFLO_E_BREAKER_OPEN (an inner
  * breaker's refusal). A negative result that is not a failure is neutral:
- * neither success nor failure, and in HALF_OPEN it frees its trial slot.
- * 0 and positive results are successes.
+ * neither success nor failure (a window does not record it), and in
+ * HALF_OPEN it frees its trial slot. 0 and positive results are successes.
+ * HALF_OPEN works alike in every mode: success_threshold successful trials
+ * close the circuit, one failed trial reopens it.
  *
  * Guarding a call, three ways:
  *   rc = wflo_breaker_call(b, fn, arg);            (measures the duration)
@@ -122,11 +124,14 @@ typedef struct wflo_breaker_config {
    * >= 1; for COUNT, values above window_size mean window_size. */
   int minimum_calls;
   /* Failure rate (failures / recorded outcomes in the window) that opens
-   * the circuit. In (0, 1]. */
+   * the circuit, once minimum_calls outcomes are in the window. In (0, 1].
+   * The window modes ignore failure_threshold. */
   double failure_rate_threshold;
-  /* A call that took longer than this (strictly) is slow. */
+  /* A call that took longer than this (strictly) is slow. Only the COUNT
+   * and TIME windows look at durations, and only in CLOSED. */
   double slow_call_duration;
-  /* Slow-call rate that opens the circuit. In (0, 1]. */
+  /* Slow-call rate (slow / recorded outcomes in the window, failures
+   * included) that opens the circuit. In (0, 1]. */
   double slow_call_rate_threshold;
   /* Passed to is_failure. Borrowed: must outlive every breaker using it. */
   void *user_data;
@@ -201,9 +206,11 @@ WFLO_EXTERN void wflo_breaker_put(wflo_breaker_t *b);
 
 /* One admission, declared by the caller (on its stack or in its own struct);
  * nothing is allocated per call. Filled by wflo_breaker_acquire(); consumed
- * by exactly one record. It carries the breaker's generation: a result
- * recorded after the circuit changed state since the admission changes
- * nothing. Since: 0.1. */
+ * by exactly one record (a second one returns WFLO_E_STATE). It carries
+ * the breaker's generation: a result recorded after the circuit changed
+ * state since the admission changes nothing. One thread at a time uses a
+ * permit (it may be recorded on another thread than the one that acquired
+ * it). Since: 0.1. */
 typedef struct wflo_breaker_permit {
   /* public (read-only): the state that admitted the call, CLOSED or
    * HALF_OPEN (a trial call); after a refusal, the state that refused. */
@@ -316,7 +323,8 @@ WFLO_EXTERN void wflo_breaker_reset(wflo_breaker_t *b);
  * replacing recovery_timeout for this opening only; failure_count reads 0.
  * HALF_OPEN: start probing now. CLOSED: as wflo_breaker_reset(). until_s is
  * ignored except for OPEN. Emits the transition's event as any transition
- * does (also when forcing the state b is already in: that starts it anew).
+ * does; forcing OPEN or HALF_OPEN on a breaker already in it starts that
+ * state anew and emits too (CLOSED on a closed breaker emits nothing).
  * Returns: 0; WFLO_E_INVAL (b NULL, unknown state, bad until_s).
  * Thread-safety: any thread. Since: 0.1. */
 WFLO_EXTERN int wflo_breaker_force(wflo_breaker_t *b,
