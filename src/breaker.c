@@ -260,17 +260,38 @@ static void tr_publish(wflo_breaker_t *b, uint64_t seen, unsigned to,
 /* Moves the circuit from `seen` to `to` (count: the new word's count;
  * open_ns: how long an OPEN lasts). Returns false, changing nothing, when
  * the word is no longer `seen`. Takes the window mutex, so callers must not
- * hold it; emits the event with no lock held. */
+ * hold it; emits the event with no lock held.
+ *
+ * Only OPEN has side data (its deadline), so only OPEN goes through BUSY.
+ * Closing and starting to probe are one CAS, so no call is ever refused
+ * because the circuit is closing. With a window, that CAS and the clear
+ * happen under the window mutex: an outcome of the new generation can only
+ * be added after the clear. */
 static bool transition(wflo_breaker_t *b, uint64_t seen, unsigned to,
                        uint32_t count, uint64_t open_ns) {
-  if (!tr_claim(b, seen, to))
-    return false;
-  if (b->win != NULL) {
-    wflo__bwindow_lock(b->win);
-    wflo__bwindow_clear(b->win);
-    wflo__bwindow_unlock(b->win);
+  if (to == WFLO__BRK_OPEN) {
+    if (!tr_claim(b, seen, to))
+      return false;
+    if (b->win != NULL) {
+      wflo__bwindow_lock(b->win);
+      wflo__bwindow_clear(b->win);
+      wflo__bwindow_unlock(b->win);
+    }
+    tr_publish(b, seen, to, count, open_ns);
+  } else {
+    uint64_t next = wflo__brk_word(to, wflo__brk_gen(seen) + 1, count);
+    bool ok;
+    if (b->win != NULL)
+      wflo__bwindow_lock(b->win);
+    ok = atomic_compare_exchange_strong_explicit(
+        &b->word, &seen, next, memory_order_acq_rel, memory_order_relaxed);
+    if (ok && b->win != NULL)
+      wflo__bwindow_clear(b->win);
+    if (b->win != NULL)
+      wflo__bwindow_unlock(b->win);
+    if (!ok)
+      return false;
   }
-  tr_publish(b, seen, to, count, open_ns);
   emit_transition(b, wflo__brk_st(seen), to, count);
   return true;
 }

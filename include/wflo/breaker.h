@@ -231,7 +231,8 @@ typedef struct wflo_breaker_permit {
  * half_open_max_calls concurrent trials (a trial slot stays taken until its
  * permit is recorded, even across state changes, or until half_open_max_wait
  * reclaims it). A call that arrives while another thread is in the middle of
- * a transition (a few instructions) is refused. Reads no clock when CLOSED.
+ * opening the circuit (a few instructions) is refused. Reads no clock when
+ * CLOSED.
  * Returns: 0 (admitted: run the call, then record the permit exactly once);
  * WFLO_E_BREAKER_OPEN (refused: do not run the call, do not record);
  * WFLO_E_INVAL (b or permit NULL). Ownership: permit is the caller's; b must

@@ -3,16 +3,18 @@
  *
  * The state word (64 bits, one atomic) holds everything a call decides on:
  *   bits 0-1   state: CLOSED, OPEN, HALF_OPEN, or BUSY while one thread
- *              publishes a transition (the side data below)
+ *              publishes an opening (its deadline, below)
  *   bits 2-31  count: consecutive failures (CLOSED, consecutive mode), the
  *              failure count that opened it (OPEN), successful trials
  *              (HALF_OPEN), the target state (BUSY)
  *   bits 32-63 generation: +1 on every transition; a permit carries it so a
  *              late result can tell it is stale
  * Only the thread that moved the word to BUSY writes the side data
- * (opened_at, open_until, the window's contents); it publishes the new state
- * with a release store, so a reader that sees OPEN also sees its deadline.
- * A call that meets BUSY is refused: a transition is a few stores long. */
+ * (opened_at, open_until); it publishes OPEN with a release store, so a
+ * reader that sees OPEN also sees its deadline. A call that meets BUSY is
+ * refused, as OPEN would refuse it: the opening is a few stores long. The
+ * other transitions (to HALF_OPEN, to CLOSED) have no side data and are a
+ * single CAS of the word. */
 #ifndef WFLO_INTERNAL_BREAKER_H
 #define WFLO_INTERNAL_BREAKER_H
 
