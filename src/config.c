@@ -132,10 +132,10 @@ json_t *wflo__json_obj(const char *key, ...) {
   va_start(ap, key);
   for (k = key; k != NULL; k = va_arg(ap, const char *)) {
     json_t *v = va_arg(ap, json_t *);
-    if (failed || wflo__json_set(obj, k, v) != 0) {
-      failed = true;
+    if (failed)
       json_decref(v); /* every value is stolen, even after a failure */
-    }
+    else if (wflo__json_set(obj, k, v) != 0)
+      failed = true; /* json_object_set_new() already dropped v */
   }
   va_end(ap);
   if (failed) {
