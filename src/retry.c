@@ -10,6 +10,12 @@
 #include "internal/config.h"
 #include "internal/loop.h"
 
+#if defined(__GNUC__) || defined(__clang__)
+#define WFLO__NOINLINE __attribute__((noinline))
+#else
+#define WFLO__NOINLINE
+#endif
+
 /* The JSON loader writes enums as int. */
 _Static_assert(sizeof(wflo_backoff_t) == sizeof(int), "enum must be int-sized");
 
@@ -303,27 +309,27 @@ static inline int run_attempt(const wflo_retry_policy_t *p,
   return rc;
 }
 
-/* Sets up g for a valid policy. Returns 0 or WFLO_E_STATE. A blocking wait
- * on a loop thread would stall every other operation of that loop, so a
- * policy that can sleep is refused there; one that cannot (no retries, or
- * max_delay 0) is harmless. The clock is read only for a deadline. */
-static inline int prepare(wflo_retry_guard_t *g,
-                          const wflo_retry_policy_t *p) {
+/* The overall deadline of a retry starting now, or 0 for none. Read the
+ * clock only when there will be a deadline: a policy without timeout (or
+ * without retries, which never waits) costs no clock read. A positive
+ * timeout too small to count in ns still gets a deadline (1 ns), so 0 keeps
+ * meaning "none". */
+static inline uint64_t start_deadline(const wflo_retry_policy_t *p) {
+  uint64_t ns;
+  if (wflo__likely(!(p->timeout > 0.0)) || p->max_retries == 0)
+    return 0;
+  ns = wflo__s_to_ns(p->timeout);
+  return wflo__retry_add_sat(wflo__now_ns(), ns > 0 ? ns : 1);
+}
+
+static void guard_init(wflo_retry_guard_t *g, const wflo_retry_policy_t *p,
+                       uint64_t deadline) {
   g->policy = p;
   g->retries = 0;
   g->prev_delay = p->base_delay;
   g->total_delay = 0.0;
-  g->has_deadline = false;
-  if (p->max_retries > 0) {
-    if (p->max_delay > 0.0 && wflo__unlikely(wflo__in_loop_callback()))
-      return WFLO_E_STATE;
-    if (p->timeout > 0.0) {
-      g->has_deadline = true;
-      g->deadline_ns =
-          wflo__retry_add_sat(wflo__now_ns(), wflo__s_to_ns(p->timeout));
-    }
-  }
-  return 0;
+  g->deadline_ns = deadline;
+  g->has_deadline = deadline != 0;
 }
 
 /* Why the policy was refused, with the message and event of validation. */
@@ -357,6 +363,11 @@ static int on_failure(wflo_retry_guard_t *g, int err) {
     delay = wflo__retry_backoff(p, g->retries, g->prev_delay);
   }
   ns = wflo__s_to_ns(delay);
+  /* A blocking wait on a loop thread would stall every other operation of
+   * that loop: refuse to wait there (zero waits are harmless). Checked here
+   * rather than up front so the success path stays a direct call. */
+  if (ns > 0 && wflo__in_loop_callback())
+    return WFLO_E_STATE;
   if (g->has_deadline &&
       wflo__retry_add_sat(wflo__now_ns(), ns) > g->deadline_ns) {
     wflo__retry_emit_exhausted(p, attempts, WFLO_E_TIMEOUT);
@@ -382,44 +393,46 @@ static void set_report(wflo_retry_report_t *r, int attempts, double delay,
   r->last_error = last_error;
 }
 
-/* The first attempt failed with rc: retry until done. */
-static int retry_loop(wflo_retry_guard_t *g, int (*fn)(void *arg), void *arg,
-                      int rc, wflo_retry_report_t *report) {
+/* The first attempt failed with rc: retry until done. Out of line so the
+ * success path in wflo_retry_execute_ex stays small. */
+static WFLO__NOINLINE int retry_slow(const wflo_retry_policy_t *p,
+                                     int (*fn)(void *arg), void *arg, int rc,
+                                     uint64_t deadline,
+                                     wflo_retry_report_t *report) {
+  wflo_retry_guard_t g;
   int fin;
+  guard_init(&g, p, deadline);
   for (;;) {
-    fin = on_failure(g, rc);
+    fin = on_failure(&g, rc);
     if (fin != 0)
       break;
-    rc = run_attempt(g->policy, fn, arg);
+    rc = run_attempt(p, fn, arg);
     if (rc >= 0) {
-      wflo__retry_emit_succeeded(g->policy, wflo__retry_attempts(g->retries));
+      wflo__retry_emit_succeeded(p, wflo__retry_attempts(g.retries));
       fin = rc;
       break;
     }
   }
-  set_report(report, wflo__retry_attempts(g->retries), g->total_delay,
+  set_report(report, wflo__retry_attempts(g.retries), g.total_delay,
              rc < 0 ? rc : 0);
   return fin;
 }
 
 int wflo_retry_execute_ex(const wflo_retry_policy_t *p, int (*fn)(void *arg),
                           void *arg, wflo_retry_report_t *report) {
-  wflo_retry_guard_t g;
+  uint64_t deadline;
   int rc;
   if (wflo__unlikely(p == NULL || fn == NULL || !wflo__retry_policy_ok(p))) {
     set_report(report, 0, 0.0, 0);
     return refuse_invalid(p);
   }
-  if (wflo__unlikely((rc = prepare(&g, p)) != 0)) {
-    set_report(report, 0, 0.0, 0);
-    return rc;
-  }
+  deadline = start_deadline(p);
   rc = run_attempt(p, fn, arg);
   if (wflo__likely(rc >= 0)) {
     set_report(report, 1, 0.0, 0);
     return rc;
   }
-  return retry_loop(&g, fn, arg, rc, report);
+  return retry_slow(p, fn, arg, rc, deadline, report);
 }
 
 int wflo_retry_execute(const wflo_retry_policy_t *p, int (*fn)(void *arg),
@@ -431,16 +444,12 @@ int wflo_retry_execute(const wflo_retry_policy_t *p, int (*fn)(void *arg),
 
 static bool guard_first(wflo_retry_guard_t *g) {
   const wflo_retry_policy_t *p = g->policy;
-  int rc;
   g->state = G_DONE;
   if (p == NULL || !wflo__retry_policy_ok(p)) {
     *g->rc = refuse_invalid(p);
     return false;
   }
-  if ((rc = prepare(g, p)) != 0) {
-    *g->rc = rc;
-    return false;
-  }
+  guard_init(g, p, start_deadline(p));
   g->state = G_ATTEMPT;
   attempt_begin(p);
   return true;

@@ -175,10 +175,11 @@ WFLO_EXTERN double wflo_backoff_delay(const wflo_retry_policy_t *p, int n,
  * otherwise fn's last error unchanged (exhausted, not retryable, or a hint
  * above max_delay); WFLO_E_TIMEOUT when the overall timeout ended it;
  * WFLO_E_INVAL for a NULL or invalid policy or NULL fn (fn never called; a
- * config_invalid event); WFLO_E_STATE when called from inside a libwflo
- * loop callback with a policy that could sleep (max_retries > 0 and
- * max_delay > 0): use wflo_retry_start there. A first-try success reads no
- * clock (unless timeout > 0), allocates nothing and emits nothing.
+ * config_invalid event); WFLO_E_STATE when a non-zero wait is due while the
+ * caller is inside a libwflo loop callback, where blocking would stall the
+ * loop (use wflo_retry_start there; zero waits are allowed, and the report
+ * keeps the last operation error). A first-try success reads no clock
+ * (unless timeout > 0), allocates nothing and emits nothing.
  * Ownership: p and its pointers are borrowed for the call.
  * Thread-safety: any thread; the same policy may be used by many threads at
  * once. Callbacks: fn, is_retryable and on_retry run on the calling thread,
