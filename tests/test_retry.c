@@ -14,7 +14,7 @@
 #include "harness.h"
 #include "internal/retry.h"
 
-/* --- helpers ------------------------------------------------------------------ */
+/* --- helpers -------------------------------------------------------------- */
 
 #define NS 1000000000ull
 
@@ -45,7 +45,7 @@ static int op_run(void *arg) {
   op_t *o = arg;
   int i = o->calls++;
   if (o->cost_ns)
-    wflo_test_clock_advance(o->cost_ns);
+    wflo_test_vclock_advance(o->cost_ns);
   if (i < 64 && o->hints[i] > -1.5)
     wflo_retry_hint(o->hints[i]);
   return i < o->nerr ? o->errs[i < 64 ? i : 63] : o->ok;
@@ -76,21 +76,42 @@ static void policy_nojitter(wflo_retry_policy_t *p) {
   p->jitter = false;
 }
 
+/* Harness glue: the counting allocator is installed for the whole group;
+ * each test gets a fresh virtual clock at 0 and an event recorder with
+ * events off until the test raises the level. */
+static void vclock_reset(uint64_t t) { wflo_test_vclock_install(t); }
+
+static void events_at(wflo_log_level_t level) {
+  wflo_test_events_clear();
+  wflo_set_log_level(level);
+}
+
+static const json_t *ev_fields(const char *name, size_t i) {
+  const wflo_test_event_t *e = wflo_test_events_get(name, i);
+  return e != NULL ? e->fields : NULL;
+}
+
+static int ev_level(const char *name, size_t i) {
+  const wflo_test_event_t *e = wflo_test_events_get(name, i);
+  return e != NULL ? (int)e->level : -1;
+}
+
 static int setup(void **state) {
-  (void)state;
-  wflo_test_begin();
-  wflo_test_clock_install(0);
+  wflo_test_setup(state);
+  wflo_test_vclock_install(0);
+  wflo_test_events_install();
+  wflo_set_log_level(WFLO_LOG_OFF);
   return 0;
 }
 
 static int teardown(void **state) {
-  (void)state;
-  wflo_test_clock_uninstall();
-  wflo_test_end(); /* leak check, events off */
-  return 0;
+  wflo_test_vclock_uninstall();
+  wflo_test_events_uninstall();
+  wflo_set_log_level(WFLO_LOG_OFF);
+  return wflo_test_teardown(state); /* no live allocation */
 }
 
-/* --- defaults -------------------------------------------------------------------- */
+/* --- defaults ------------------------------------------------------------- */
 
 static void test_defaults(void **state) {
   wflo_retry_policy_t p;
@@ -128,7 +149,7 @@ static void test_defaults(void **state) {
   wflo_retry_policy_clear(NULL);
 }
 
-/* --- backoff ------------------------------------------------------------------------ */
+/* --- backoff -------------------------------------------------------------- */
 
 static void test_exponential_sequence(void **state) {
   wflo_retry_policy_t p;
@@ -200,7 +221,7 @@ static void test_max_delay_caps(void **state) {
 
 static void test_jitter_bounds(void **state) {
   wflo_retry_policy_t p;
-  long i, n = (long)(200000 * wflo_test_scale());
+  long i, n = wflo_test_scale(200000);
   double sum = 0, lo = 1e9, hi = -1, d;
   (void)state;
   wflo_rng_seed(1234);
@@ -340,7 +361,7 @@ static void test_int_max_finite(void **state) {
   assert_true(isnan(wflo_backoff_delay(NULL, 0, 0)));
 }
 
-/* --- execute --------------------------------------------------------------------- */
+/* --- execute -------------------------------------------------------------- */
 
 static void test_max_retries_calls(void **state) {
   wflo_retry_policy_t p;
@@ -358,7 +379,7 @@ static void test_max_retries_calls(void **state) {
     assert_int_equal(rep.last_error, -1);
   }
   /* success on the last allowed call */
-  wflo_test_clock_set(0);
+  vclock_reset(0);
   p.max_retries = 3;
   op_init(&o, 3, -1, 7);
   assert_int_equal(wflo_retry_execute_ex(&p, op_run, &o, &rep), 7);
@@ -386,12 +407,12 @@ static void test_zero_delay_skips_sleep(void **state) {
   op_init(&o, 5, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
   assert_int_equal(o.calls, 6);
-  assert_int_equal(wflo_test_clock_sleeps(), 0);
+  assert_int_equal((int)wflo_test_vclock_sleeps(), 0);
   /* and with a non-zero delay, one sleep per retry */
   p.base_delay = 0.001;
   op_init(&o, 2, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
-  assert_int_equal(wflo_test_clock_sleeps(), 2);
+  assert_int_equal((int)wflo_test_vclock_sleeps(), 2);
 }
 
 static void test_non_retryable(void **state) {
@@ -543,7 +564,7 @@ static void test_exhaustion_last_error(void **state) {
   assert_int_equal(rep.attempts, 4);
   assert_int_equal(rep.last_error, -14);
   assert_true(rep.total_delay == 7.0);
-  assert_int_equal(wflo_test_clock_sleeps(), 3);
+  assert_int_equal((int)wflo_test_vclock_sleeps(), 3);
 }
 
 static void test_timeout(void **state) {
@@ -565,7 +586,7 @@ static void test_timeout(void **state) {
   assert_int_equal(wflo_now_ns(), 3 * NS); /* never slept past 6 */
 
   /* A sleep ending exactly at the deadline is taken. */
-  wflo_test_clock_set(0);
+  vclock_reset(0);
   p.timeout = 7;
   op_init(&o, 100, -5, 0);
   assert_int_equal(wflo_retry_execute_ex(&p, op_run, &o, &rep),
@@ -574,7 +595,7 @@ static void test_timeout(void **state) {
   assert_int_equal(wflo_now_ns(), 7 * NS);
 
   /* Attempts that take time count: 2 s per call, zero delays. */
-  wflo_test_clock_set(100 * NS);
+  vclock_reset(100 * NS);
   p.base_delay = 0;
   p.max_delay = 0;
   p.timeout = 5;
@@ -584,7 +605,7 @@ static void test_timeout(void **state) {
   assert_int_equal(o.calls, 3); /* ends at 102, 104, 106 > 105 */
 
   /* A success inside the deadline is a success. */
-  wflo_test_clock_set(0);
+  vclock_reset(0);
   op_init(&o, 1, -5, 9);
   o.cost_ns = 2 * NS;
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 9);
@@ -618,7 +639,7 @@ static void test_hint(void **state) {
   assert_true(r.delay[1] == 30.0);
   assert_true(r.delay[2] == 0.0);
   assert_true(rep.total_delay == 32.5);
-  assert_int_equal(wflo_test_clock_sleeps(), 2);
+  assert_int_equal((int)wflo_test_vclock_sleeps(), 2);
 
   /* A hint is forgotten at the next attempt: attempt 2 computes its own. */
   memset(&r, 0, sizeof(r));
@@ -631,7 +652,7 @@ static void test_hint(void **state) {
 
   /* Too large: ends at once with the operation's error, no sleep. */
   memset(&r, 0, sizeof(r));
-  wflo_test_clock_set(0);
+  vclock_reset(0);
   op_init(&o, 5, UV_EAGAIN, 0);
   o.hints[0] = 30.5;
   assert_int_equal(wflo_retry_execute_ex(&p, op_run, &o, &rep), UV_EAGAIN);
@@ -681,7 +702,7 @@ static void test_positive_and_edge_args(void **state) {
   assert_int_equal(wflo_retry_policy_validate(NULL, NULL, 0), WFLO_E_INVAL);
 }
 
-/* --- WFLO_RETRY ---------------------------------------------------------------------- */
+/* --- WFLO_RETRY ----------------------------------------------------------- */
 
 static int macro_return_inside(const wflo_retry_policy_t *p, op_t *o) {
   int rc;
@@ -784,7 +805,7 @@ out:
   /* timeout and the hint work in the block too */
   policy_nojitter(&p);
   p.timeout = 2.5;
-  wflo_test_clock_set(0);
+  vclock_reset(0);
   blocks = 0;
   WFLO_RETRY(&p, rc) {
     blocks++;
@@ -816,7 +837,7 @@ out:
   assert_int_equal(blocks, 4);
 }
 
-/* --- validation ---------------------------------------------------------------------- */
+/* --- validation ----------------------------------------------------------- */
 
 typedef struct bad {
   const char *field;
@@ -896,7 +917,7 @@ static void test_bad_configs(void **state) {
   size_t i;
   int rc;
   (void)state;
-  wflo_test_events_record(WFLO_LOG_DEBUG);
+  events_at(WFLO_LOG_DEBUG);
   for (i = 0; i < WFLO_ARRAY_SIZE(bads); i++) {
     wflo_retry_policy_init(&p);
     bads[i].mutate(&p);
@@ -908,7 +929,7 @@ static void test_bad_configs(void **state) {
     if (strncmp(buf, want, strlen(want)) != 0)
       fail_msg("case %zu: errbuf '%s', want prefix '%s'", i, buf, want);
     {
-      const json_t *ev = wflo_test_event_find("config_invalid", 0);
+      const json_t *ev = ev_fields("config_invalid", 0);
       assert_non_null(ev);
       assert_string_equal(json_string_value(json_object_get(ev, "what")),
                           "retry_policy");
@@ -959,7 +980,7 @@ static void test_bad_configs(void **state) {
   assert_int_equal(strlen(buf), 3);
 }
 
-/* --- JSON -------------------------------------------------------------------------------- */
+/* --- JSON ----------------------------------------------------------------- */
 
 static json_t *parse(const char *s) {
   json_error_t e;
@@ -1012,7 +1033,7 @@ static void test_json(void **state) {
   assert_int_equal(p.retryable_errors[2], UV_ECONNRESET);
   assert_int_equal(p.retryable_errors[3], -7);
   assert_int_equal(p.retryable_errors[4], WFLO_E_RATE_LIMITED);
-  assert_true(wflo_test_mem_outstanding() > 0);
+  assert_true(wflo_test_alloc_live() > 0);
   /* a loaded policy works */
   {
     op_t o;
@@ -1025,7 +1046,7 @@ static void test_json(void **state) {
   assert_null(p.name);
   assert_null(p.retryable_errors);
   assert_int_equal(p.retryable_errors_count, 0);
-  assert_int_equal(wflo_test_mem_outstanding(), 0);
+  assert_int_equal(wflo_test_alloc_live(), 0);
   wflo_retry_policy_clear(&p); /* twice: harmless */
 
   for (i = 0; i < 4; i++) {
@@ -1066,7 +1087,7 @@ static void test_json(void **state) {
         fail_msg("%s: not WFLO_E_PARSE", parse_err[i]);
       assert_true(buf[0] != '\0');
       assert_defaults(&p);
-      assert_int_equal(wflo_test_mem_outstanding(), 0);
+      assert_int_equal(wflo_test_alloc_live(), 0);
     }
   }
   assert_int_equal(load("{\"retries\": 3}", &p, buf, sizeof(buf)),
@@ -1100,7 +1121,7 @@ static void test_json(void **state) {
       if (strstr(buf, want) == NULL)
         fail_msg("%s: errbuf '%s' lacks '%s'", inval[i][0], buf, want);
       assert_defaults(&p);
-      assert_int_equal(wflo_test_mem_outstanding(), 0);
+      assert_int_equal(wflo_test_alloc_live(), 0);
     }
   }
   assert_int_equal(wflo_retry_policy_from_json(NULL, &p, NULL, 0),
@@ -1116,12 +1137,15 @@ static void test_json(void **state) {
   p.name = "mine";
   wflo_retry_policy_clear(&p);
   assert_string_equal(p.name, "mine");
-  assert_int_equal(wflo_test_mem_outstanding(), 0);
+  assert_int_equal(wflo_test_alloc_live(), 0);
 }
+
+static int g_oom_runs;
 
 static int oom_from_json(void *ud) {
   wflo_retry_policy_t p;
   int rc = wflo_retry_policy_from_json(ud, &p, NULL, 0);
+  g_oom_runs++;
   if (rc == 0) {
     assert_string_equal(p.name, "oom");
     assert_int_equal(p.retryable_errors_count, 2);
@@ -1137,12 +1161,18 @@ static void test_json_oom(void **state) {
                     "[\"ETIMEDOUT\", -3], \"max_retries\": 2}");
   (void)state;
   /* Fails allocation 1, 2, ... until the call succeeds: every failure must
-   * return WFLO_E_NOMEM and leave nothing allocated. */
-  assert_true(wflo_test_oom_loop(oom_from_json, j) >= 2);
+   * return WFLO_E_NOMEM and leave nothing allocated. Two allocations (name,
+   * list), so three runs. */
+  g_oom_runs = 0;
+  wflo_test_oom_loop(oom_from_json, j, 0);
+  assert_int_equal(g_oom_runs, 3);
+  g_oom_runs = 0;
+  wflo_test_oom_loop_ex(oom_from_json, j, 0, WFLO_TEST_FAIL_AFTER);
+  assert_int_equal(g_oom_runs, 3);
   json_decref(j);
 }
 
-/* --- events ----------------------------------------------------------------------------- */
+/* --- events --------------------------------------------------------------- */
 
 static void test_events(void **state) {
   wflo_retry_policy_t p;
@@ -1151,20 +1181,20 @@ static void test_events(void **state) {
   (void)state;
   policy_nojitter(&p);
   p.name = "ev";
-  wflo_test_events_record(WFLO_LOG_DEBUG);
+  events_at(WFLO_LOG_DEBUG);
 
   /* first-try success: nothing */
   op_init(&o, 0, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
-  assert_int_equal(wflo_test_events_count(), 0);
+  assert_int_equal(wflo_test_events_count(NULL), 0);
 
   /* two retries, then success */
   op_init(&o, 2, UV_ECONNRESET, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
-  assert_int_equal(wflo_test_events_count(), 3);
-  ev = wflo_test_event_find("retry_scheduled", 0);
+  assert_int_equal(wflo_test_events_count(NULL), 3);
+  ev = ev_fields("retry_scheduled", 0);
   assert_non_null(ev);
-  assert_int_equal(wflo_test_event_level("retry_scheduled", 0),
+  assert_int_equal(ev_level("retry_scheduled", 0),
                    WFLO_LOG_WARN);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")), "ev");
   assert_int_equal(json_integer_value(json_object_get(ev, "attempt")), 1);
@@ -1173,17 +1203,17 @@ static void test_events(void **state) {
   assert_true(json_is_real(json_object_get(ev, "delay_seconds")));
   assert_true(json_real_value(json_object_get(ev, "delay_seconds")) == 1.0);
   assert_int_equal(json_object_size(ev), 4);
-  ev = wflo_test_event_find("retry_scheduled", 1);
+  ev = ev_fields("retry_scheduled", 1);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempt")), 2);
   assert_true(json_real_value(json_object_get(ev, "delay_seconds")) == 2.0);
-  ev = wflo_test_event_find("retry_succeeded", 0);
+  ev = ev_fields("retry_succeeded", 0);
   assert_non_null(ev);
-  assert_int_equal(wflo_test_event_level("retry_succeeded", 0),
+  assert_int_equal(ev_level("retry_succeeded", 0),
                    WFLO_LOG_INFO);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")), "ev");
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 3);
   assert_int_equal(json_object_size(ev), 2);
-  assert_null(wflo_test_event_find("retry_exhausted", 0));
+  assert_null(ev_fields("retry_exhausted", 0));
 
   /* exhausted; unnamed policy gives policy: null */
   wflo_test_events_clear();
@@ -1191,23 +1221,23 @@ static void test_events(void **state) {
   p.max_retries = 1;
   op_init(&o, 5, WFLO_E_TIMEOUT, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), WFLO_E_TIMEOUT);
-  ev = wflo_test_event_find("retry_exhausted", 0);
+  ev = ev_fields("retry_exhausted", 0);
   assert_non_null(ev);
-  assert_int_equal(wflo_test_event_level("retry_exhausted", 0),
+  assert_int_equal(ev_level("retry_exhausted", 0),
                    WFLO_LOG_ERROR);
   assert_true(json_is_null(json_object_get(ev, "policy")));
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       "WFLO_E_TIMEOUT");
   assert_int_equal(json_object_size(ev), 3);
-  assert_null(wflo_test_event_find("retry_succeeded", 0));
+  assert_null(ev_fields("retry_succeeded", 0));
 
   /* non-retryable: no event at all */
   wflo_test_events_clear();
   op_init(&o, 5, WFLO_E_BUDGET_EXCEEDED, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o),
                    WFLO_E_BUDGET_EXCEEDED);
-  assert_int_equal(wflo_test_events_count(), 0);
+  assert_int_equal(wflo_test_events_count(NULL), 0);
 
   /* the overall timeout: retry_exhausted with WFLO_E_TIMEOUT */
   wflo_test_events_clear();
@@ -1215,7 +1245,7 @@ static void test_events(void **state) {
   p.timeout = 0.5;
   op_init(&o, 5, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), WFLO_E_TIMEOUT);
-  ev = wflo_test_event_find("retry_exhausted", 0);
+  ev = ev_fields("retry_exhausted", 0);
   assert_non_null(ev);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       "WFLO_E_TIMEOUT");
@@ -1227,20 +1257,20 @@ static void test_events(void **state) {
   op_init(&o, 5, -1, 0);
   o.hints[0] = 1000;
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), -1);
-  ev = wflo_test_event_find("retry_exhausted", 0);
+  ev = ev_fields("retry_exhausted", 0);
   assert_non_null(ev);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       wflo_err_name(-1));
 
   /* below the level nothing reaches the handler */
-  wflo_test_events_record(WFLO_LOG_OFF);
+  events_at(WFLO_LOG_OFF);
   op_init(&o, 2, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
-  assert_int_equal(wflo_test_events_count(), 0);
-  wflo_test_events_record(WFLO_LOG_ERROR);
+  assert_int_equal(wflo_test_events_count(NULL), 0);
+  events_at(WFLO_LOG_ERROR);
   op_init(&o, 2, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
-  assert_int_equal(wflo_test_events_count(), 0); /* warn + info dropped */
+  assert_int_equal(wflo_test_events_count(NULL), 0); /* warn + info dropped */
 }
 
 int main(void) {
@@ -1273,5 +1303,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_json_oom, setup, teardown),
       cmocka_unit_test_setup_teardown(test_events, setup, teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, wflo_test_group_setup,
+                                wflo_test_group_teardown);
 }

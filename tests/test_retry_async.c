@@ -19,7 +19,7 @@
 #include "internal/loop.h"
 #include "internal/retry.h"
 
-/* --- a job: one async retry and what it saw ---------------------------------- */
+/* --- a job: one async retry and what it saw ------------------------------- */
 
 enum { REPORT_IN_START, REPORT_LATER, REPORT_NEVER };
 
@@ -76,7 +76,7 @@ static void job_start(wflo_call_t *call, void *arg) {
   j->starts++;
   j->call = call;
   if (j->cost_ns)
-    wflo_test_clock_advance(j->cost_ns);
+    wflo_test_vclock_advance(j->cost_ns);
   if (j->mode == REPORT_IN_START)
     report(j);
   else if (j->mode == REPORT_LATER)
@@ -133,10 +133,9 @@ static void job_drop(job_t *j) {
 }
 
 static void run_and_close(uv_loop_t *loop) {
-  assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
-  assert_int_equal(uv_loop_close(loop), 0);
+  wflo_test_loop_close(loop); /* runs it dry, uv_loop_close() == 0 */
   assert_int_equal(wflo__loop_states_alive(), 0);
-  assert_int_equal(wflo_test_mem_outstanding(), 0);
+  assert_int_equal(wflo_test_alloc_live(), 0);
 }
 
 static void policy_ms(wflo_retry_policy_t *p, double ms) {
@@ -146,19 +145,35 @@ static void policy_ms(wflo_retry_policy_t *p, double ms) {
   p->jitter = false;
 }
 
+static void events_at(wflo_log_level_t level) {
+  wflo_test_events_clear();
+  wflo_set_log_level(level);
+}
+
+static const json_t *ev_fields(const char *name, size_t i) {
+  const wflo_test_event_t *e = wflo_test_events_get(name, i);
+  return e != NULL ? e->fields : NULL;
+}
+
+static int ev_level(const char *name, size_t i) {
+  const wflo_test_event_t *e = wflo_test_events_get(name, i);
+  return e != NULL ? (int)e->level : -1;
+}
+
 static int setup(void **state) {
-  (void)state;
-  wflo_test_begin();
+  wflo_test_setup(state);
+  wflo_test_events_install();
+  wflo_set_log_level(WFLO_LOG_OFF);
   return 0;
 }
 
 static int teardown(void **state) {
-  (void)state;
-  wflo_test_end();
-  return 0;
+  wflo_test_events_uninstall();
+  wflo_set_log_level(WFLO_LOG_OFF);
+  return wflo_test_teardown(state);
 }
 
-/* --- results --------------------------------------------------------------------- */
+/* --- results -------------------------------------------------------------- */
 
 static void test_basic(void **state) {
   uv_loop_t loop;
@@ -289,7 +304,7 @@ static void test_hint(void **state) {
   /* above max_delay: ends with the attempt's error after one attempt */
   memset(&d, 0, sizeof(d));
   assert_int_equal(uv_loop_init(&loop), 0);
-  wflo_test_events_record(WFLO_LOG_DEBUG);
+  events_at(WFLO_LOG_DEBUG);
   job_init(&b, &loop, REPORT_IN_START, 5, UV_EAGAIN, 0);
   b.hint = 0.0051;
   assert_int_equal(job_go(&loop, &p, &b), 0);
@@ -297,8 +312,8 @@ static void test_hint(void **state) {
   assert_int_equal(b.done_err, UV_EAGAIN);
   assert_int_equal(b.starts, 1);
   assert_int_equal(d.n, 0);
-  assert_non_null(wflo_test_event_find("retry_exhausted", 0));
-  wflo_test_events_record(WFLO_LOG_OFF);
+  assert_non_null(ev_fields("retry_exhausted", 0));
+  events_at(WFLO_LOG_OFF);
 
   /* NaN and negative hints are ignored: computed delays (jittered 1 ms) */
   memset(&d, 0, sizeof(d));
@@ -320,7 +335,7 @@ static void test_timeout(void **state) {
   wflo_retry_policy_t p;
   job_t a, b;
   (void)state;
-  wflo_test_clock_install(0);
+  wflo_test_vclock_install(0);
   policy_ms(&p, 1);
   p.max_retries = 10;
   p.timeout = 0.0105; /* attempt 2 ends at 10 ms; 10 + 1 > 10.5 */
@@ -333,7 +348,7 @@ static void test_timeout(void **state) {
   assert_int_equal(a.starts, 2);
 
   /* a wait ending exactly at the deadline is taken */
-  wflo_test_clock_set(0);
+  wflo_test_vclock_install(0);
   p.timeout = 0.011;
   assert_int_equal(uv_loop_init(&loop), 0);
   job_init(&b, &loop, REPORT_LATER, 100, -4, 0);
@@ -342,11 +357,11 @@ static void test_timeout(void **state) {
   run_and_close(&loop);
   assert_int_equal(b.done_err, WFLO_E_TIMEOUT);
   assert_int_equal(b.starts, 3);
-  wflo_test_clock_uninstall();
+  wflo_test_vclock_uninstall();
   assert_int_equal(a.bad + b.bad, 0);
 }
 
-/* --- cancel ------------------------------------------------------------------------ */
+/* --- cancel --------------------------------------------------------------- */
 
 static void cancel_cb(uv_timer_t *t) {
   job_t *j = t->data;
@@ -565,13 +580,13 @@ static void test_duplicate_reports_ignored(void **state) {
   wflo_call_done_hint(NULL, 0, 1);
 }
 
-/* --- scale ---------------------------------------------------------------------------- */
+/* --- scale ---------------------------------------------------------------- */
 
 static void test_many_concurrent(void **state) {
   uv_loop_t loop;
   wflo_retry_policy_t p;
   job_t *jobs;
-  int i, n = (int)(10000 * wflo_test_scale()), bad = 0;
+  int i, n = wflo_test_scale(10000), bad = 0;
   (void)state;
   if (n < 100)
     n = 100;
@@ -599,7 +614,7 @@ static void test_many_concurrent(void **state) {
   free(jobs);
 }
 
-/* --- context, copy, events --------------------------------------------------------- */
+/* --- context, copy, events ------------------------------------------------ */
 
 static void test_context_reentered(void **state) {
   uv_loop_t loop;
@@ -649,7 +664,7 @@ static void test_policy_copied(void **state) {
   p->retryable_errors = list;
   p->retryable_errors_count = 2;
   assert_int_equal(uv_loop_init(&loop), 0);
-  wflo_test_events_record(WFLO_LOG_DEBUG);
+  events_at(WFLO_LOG_DEBUG);
   job_init(&j, &loop, REPORT_LATER, 2, -99, 0);
   assert_int_equal(job_go(&loop, p, &j), 0);
   /* the caller's policy dies right away */
@@ -663,11 +678,11 @@ static void test_policy_copied(void **state) {
   run_and_close(&loop);
   assert_int_equal(j.done_err, 0);
   assert_int_equal(j.starts, 3);
-  ev = wflo_test_event_find("retry_scheduled", 1);
+  ev = ev_fields("retry_scheduled", 1);
   assert_non_null(ev);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")),
                       "copied");
-  ev = wflo_test_event_find("retry_succeeded", 0);
+  ev = ev_fields("retry_succeeded", 0);
   assert_non_null(ev);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 3);
   assert_int_equal(j.bad, 0);
@@ -683,20 +698,20 @@ static void test_events(void **state) {
   policy_ms(&p, 1);
   p.name = "async";
   p.max_retries = 1;
-  wflo_test_events_record(WFLO_LOG_DEBUG);
+  events_at(WFLO_LOG_DEBUG);
   job_init(&a, &loop, REPORT_IN_START, 0, -1, 0);    /* first try: none */
   assert_int_equal(job_go(&loop, &p, &a), 0);
   run_and_close(&loop);
-  assert_int_equal(wflo_test_events_count(), 0);
+  assert_int_equal(wflo_test_events_count(NULL), 0);
 
   assert_int_equal(uv_loop_init(&loop), 0);
   job_init(&b, &loop, REPORT_LATER, 5, UV_EPIPE, 0); /* exhausted */
   assert_int_equal(job_go(&loop, &p, &b), 0);
   run_and_close(&loop);
-  assert_int_equal(wflo_test_events_count(), 2);
-  ev = wflo_test_event_find("retry_scheduled", 0);
+  assert_int_equal(wflo_test_events_count(NULL), 2);
+  ev = ev_fields("retry_scheduled", 0);
   assert_non_null(ev);
-  assert_int_equal(wflo_test_event_level("retry_scheduled", 0),
+  assert_int_equal(ev_level("retry_scheduled", 0),
                    WFLO_LOG_WARN);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")),
                       "async");
@@ -704,9 +719,9 @@ static void test_events(void **state) {
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       "EPIPE");
   assert_true(json_real_value(json_object_get(ev, "delay_seconds")) == 0.001);
-  ev = wflo_test_event_find("retry_exhausted", 0);
+  ev = ev_fields("retry_exhausted", 0);
   assert_non_null(ev);
-  assert_int_equal(wflo_test_event_level("retry_exhausted", 0),
+  assert_int_equal(ev_level("retry_exhausted", 0),
                    WFLO_LOG_ERROR);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
@@ -717,15 +732,15 @@ static void test_events(void **state) {
   job_init(&c, &loop, REPORT_IN_START, 1, UV_EPIPE, 0); /* succeeded */
   assert_int_equal(job_go(&loop, &p, &c), 0);
   run_and_close(&loop);
-  ev = wflo_test_event_find("retry_succeeded", 0);
+  ev = ev_fields("retry_succeeded", 0);
   assert_non_null(ev);
-  assert_int_equal(wflo_test_event_level("retry_succeeded", 0),
+  assert_int_equal(ev_level("retry_succeeded", 0),
                    WFLO_LOG_INFO);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_int_equal(a.bad + b.bad + c.bad, 0);
 }
 
-/* --- refusals ------------------------------------------------------------------------- */
+/* --- refusals ------------------------------------------------------------- */
 
 static void test_start_refused(void **state) {
   uv_loop_t loop;
@@ -809,7 +824,9 @@ static void test_sync_inside_loop(void **state) {
   assert_int_equal(in.rc_once, 0);
 }
 
-/* --- allocation failure --------------------------------------------------------------- */
+/* --- allocation failure --------------------------------------------------- */
+
+static int g_oom_runs;
 
 static int oom_start(void *ud) {
   uv_loop_t loop;
@@ -818,6 +835,7 @@ static int oom_start(void *ud) {
   job_t j;
   int rc;
   (void)ud;
+  g_oom_runs++;
   assert_int_equal(uv_loop_init(&loop), 0);
   policy_ms(&p, 1);
   p.name = "oom";
@@ -838,8 +856,14 @@ static int oom_start(void *ud) {
 
 static void test_start_oom(void **state) {
   (void)state;
-  /* retry object, name, list, loop state: at least 4 allocations */
-  assert_true(wflo_test_oom_loop(oom_start, NULL) >= 4);
+  /* retry object, name, list, loop state: 4 allocations, 5 runs (a fresh
+   * loop each time, so the loop state is allocated every run) */
+  g_oom_runs = 0;
+  wflo_test_oom_loop(oom_start, NULL, 0);
+  assert_int_equal(g_oom_runs, 5);
+  g_oom_runs = 0;
+  wflo_test_oom_loop_ex(oom_start, NULL, 0, WFLO_TEST_FAIL_AFTER);
+  assert_int_equal(g_oom_runs, 5);
 }
 
 int main(void) {
@@ -869,5 +893,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_sync_inside_loop, setup, teardown),
       cmocka_unit_test_setup_teardown(test_start_oom, setup, teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, wflo_test_group_setup,
+                                wflo_test_group_teardown);
 }

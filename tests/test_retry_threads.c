@@ -6,7 +6,6 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <stdatomic.h>
 
 #include <cmocka.h>
 
@@ -15,7 +14,6 @@
 enum { THREADS = 4 };
 
 static wflo_retry_policy_t g_policy;
-static atomic_int g_bad;
 static long g_iters;
 
 typedef struct op {
@@ -40,10 +38,11 @@ static void worker(void *arg) {
   for (i = 0; i < g_iters; i++) {
     op_t o = {0, hinter};
     rc = wflo_retry_execute(&g_policy, op_run, &o);
-    if (hinter ? (rc != UV_EAGAIN || o.calls != 1) : (rc != 3 || o.calls != 3))
-      atomic_fetch_add(&g_bad, 1);
-    if (wflo_backoff_delay(&g_policy, (int)i, 0) != 0.0)
-      atomic_fetch_add(&g_bad, 1);
+    if (hinter)
+      WFLO_TEST_THREAD_CHECK(rc == UV_EAGAIN && o.calls == 1);
+    else
+      WFLO_TEST_THREAD_CHECK(rc == 3 && o.calls == 3);
+    WFLO_TEST_THREAD_CHECK(wflo_backoff_delay(&g_policy, (int)i, 0) == 0.0);
   }
 }
 
@@ -51,10 +50,8 @@ static void test_threads_share_policy(void **state) {
   uv_thread_t t[THREADS];
   uintptr_t i;
   (void)state;
-  wflo_test_begin();
-  g_iters = (long)(20000 * wflo_test_scale());
-  if (g_iters < 100)
-    g_iters = 100;
+  g_iters = wflo_test_scale(20000);
+  wflo_set_log_level(WFLO_LOG_OFF);
   /* Zero delays: no sleep, no clock; max_delay 0 makes any hint too big. */
   wflo_retry_policy_init(&g_policy);
   g_policy.base_delay = 0;
@@ -64,13 +61,14 @@ static void test_threads_share_policy(void **state) {
     assert_int_equal(uv_thread_create(&t[i], worker, (void *)(i + 1)), 0);
   for (i = 0; i < THREADS; i++)
     assert_int_equal(uv_thread_join(&t[i]), 0);
-  assert_int_equal(atomic_load(&g_bad), 0);
-  wflo_test_end();
+  wflo_test_assert_thread_checks();
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_threads_share_policy),
+      cmocka_unit_test_setup_teardown(test_threads_share_policy,
+                                      wflo_test_setup, wflo_test_teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, wflo_test_group_setup,
+                                wflo_test_group_teardown);
 }
