@@ -8,7 +8,7 @@
 
 #include <wflo.h>
 
-/* --- sync ------------------------------------------------------------------- */
+/* --- sync ---------------------------------------------------------------- */
 
 /* Stands in for an HTTP call: fails twice with a transient error, then
  * returns a positive result. Any negative code means failure. */
@@ -53,7 +53,7 @@ static int sync_demo(void) {
   return rc == 200 ? 0 : 1;
 }
 
-/* --- async ------------------------------------------------------------------ */
+/* --- async --------------------------------------------------------------- */
 
 /* One in-flight request: a timer stands in for the I/O. */
 typedef struct request {

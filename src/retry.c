@@ -17,9 +17,10 @@
 #endif
 
 /* The JSON loader writes enums as int. */
-_Static_assert(sizeof(wflo_backoff_t) == sizeof(int), "enum must be int-sized");
+_Static_assert(sizeof(wflo_backoff_t) == sizeof(int),
+               "enum must be int-sized");
 
-/* --- policy ----------------------------------------------------------------- */
+/* --- policy -------------------------------------------------------------- */
 
 static const char *const strategy_names[] = {"exponential", "linear", "fixed",
                                              "decorrelated", NULL};
@@ -28,10 +29,10 @@ static const char *const strategy_names[] = {"exponential", "linear", "fixed",
 static const wflo__field_t policy_fields[] = {
     {"name", WFLO__F_STRING, offsetof(wflo_retry_policy_t, name), 0,
      offsetof(wflo_retry_policy_t, reserved[0]), NULL},
-    {"max_retries", WFLO__F_INT, offsetof(wflo_retry_policy_t, max_retries),
+    {"max_retries", WFLO__F_INT, offsetof(wflo_retry_policy_t, max_retries), 0,
+     0, NULL},
+    {"base_delay", WFLO__F_DURATION, offsetof(wflo_retry_policy_t, base_delay),
      0, 0, NULL},
-    {"base_delay", WFLO__F_DURATION,
-     offsetof(wflo_retry_policy_t, base_delay), 0, 0, NULL},
     {"max_delay", WFLO__F_DURATION, offsetof(wflo_retry_policy_t, max_delay),
      0, 0, NULL},
     {"multiplier", WFLO__F_DOUBLE, offsetof(wflo_retry_policy_t, multiplier),
@@ -42,8 +43,8 @@ static const wflo__field_t policy_fields[] = {
      NULL},
     {"jitter_factor", WFLO__F_DOUBLE,
      offsetof(wflo_retry_policy_t, jitter_factor), 0, 0, NULL},
-    {"timeout", WFLO__F_DURATION, offsetof(wflo_retry_policy_t, timeout), 0,
-     0, NULL},
+    {"timeout", WFLO__F_DURATION, offsetof(wflo_retry_policy_t, timeout), 0, 0,
+     NULL},
     {"retryable_errors", WFLO__F_ERRLIST,
      offsetof(wflo_retry_policy_t, retryable_errors),
      offsetof(wflo_retry_policy_t, retryable_errors_count),
@@ -114,8 +115,8 @@ int wflo_retry_policy_validate(const wflo_retry_policy_t *p, char *errbuf,
   }
   if (p->max_retries < 0)
     return invalid("max_retries", "must not be negative", errbuf, len);
-  if ((rc = wflo__check_duration(WFLO__RETRY_WHAT, "base_delay",
-                                 p->base_delay, errbuf, len)) != 0 ||
+  if ((rc = wflo__check_duration(WFLO__RETRY_WHAT, "base_delay", p->base_delay,
+                                 errbuf, len)) != 0 ||
       (rc = wflo__check_duration(WFLO__RETRY_WHAT, "max_delay", p->max_delay,
                                  errbuf, len)) != 0)
     return rc;
@@ -155,7 +156,7 @@ int wflo_retry_policy_from_json(const json_t *j, wflo_retry_policy_t *p,
   return rc;
 }
 
-/* --- backoff ---------------------------------------------------------------- */
+/* --- backoff ------------------------------------------------------------- */
 
 /* base * m^n by binary exponentiation, saturating at max: at most 31 steps
  * for any int n and no pow() call (which alone costs more than the whole
@@ -221,7 +222,7 @@ double wflo_backoff_delay(const wflo_retry_policy_t *p, int n, double prev) {
   return wflo__retry_backoff(p, n, prev);
 }
 
-/* --- decision and events ------------------------------------------------------ */
+/* --- decision and events ------------------------------------------------- */
 
 bool wflo__retry_is_retryable(const wflo_retry_policy_t *p, int err) {
   size_t i;
@@ -265,7 +266,7 @@ void wflo__retry_emit_exhausted(const wflo_retry_policy_t *p, int attempts,
                             wflo__json_err(err), NULL));
 }
 
-/* --- sync engine ---------------------------------------------------------------
+/* --- sync engine -----------------------------------------------------------
  * wflo_retry_execute and WFLO_RETRY share one engine whose state is a
  * wflo_retry_guard_t (on the caller's stack either way). */
 
@@ -440,7 +441,7 @@ int wflo_retry_execute(const wflo_retry_policy_t *p, int (*fn)(void *arg),
   return wflo_retry_execute_ex(p, fn, arg, NULL);
 }
 
-/* --- WFLO_RETRY ------------------------------------------------------------------ */
+/* --- WFLO_RETRY ---------------------------------------------------------- */
 
 static bool guard_first(wflo_retry_guard_t *g) {
   const wflo_retry_policy_t *p = g->policy;

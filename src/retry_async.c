@@ -62,7 +62,7 @@ struct wflo_retry_s {
   } loop_only;
 };
 
-/* --- policy copy ---------------------------------------------------------------- */
+/* --- policy copy --------------------------------------------------------- */
 
 static void policy_copy_free(wflo_retry_policy_t *c) {
   wflo__strfree((char *)(uintptr_t)c->name);
@@ -94,7 +94,7 @@ static int policy_copy(wflo_retry_policy_t *c, const wflo_retry_policy_t *p) {
   return 0;
 }
 
-/* --- completion -------------------------------------------------------------------- */
+/* --- completion ---------------------------------------------------------- */
 
 static void retry_free(wflo_retry_t *r) {
   wflo__loop_t *l = r->loop;
@@ -115,7 +115,7 @@ static void finish(wflo_retry_t *r, int err) {
   retry_free(r);
 }
 
-/* --- attempts ------------------------------------------------------------------------ */
+/* --- attempts ------------------------------------------------------------ */
 
 /* Every async attempt starts here ... */
 static void attempt_start(wflo_retry_t *r) {
@@ -213,7 +213,7 @@ static void on_report_post(wflo__post_t *pt) {
   attempt_report(wflo__container_of(pt, wflo_retry_t, loop_only.post));
 }
 
-/* --- public API ------------------------------------------------------------------------ */
+/* --- public API ---------------------------------------------------------- */
 
 int wflo_retry_start(uv_loop_t *loop, const wflo_retry_policy_t *p,
                      void (*start)(wflo_call_t *call, void *arg), void *arg,

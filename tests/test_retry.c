@@ -14,7 +14,7 @@
 #include "harness.h"
 #include "internal/retry.h"
 
-/* --- helpers -------------------------------------------------------------- */
+/* --- helpers ------------------------------------------------------------- */
 
 #define NS 1000000000ull
 
@@ -111,7 +111,7 @@ static int teardown(void **state) {
   return wflo_test_teardown(state); /* no live allocation */
 }
 
-/* --- defaults ------------------------------------------------------------- */
+/* --- defaults ------------------------------------------------------------ */
 
 static void test_defaults(void **state) {
   wflo_retry_policy_t p;
@@ -149,7 +149,7 @@ static void test_defaults(void **state) {
   wflo_retry_policy_clear(NULL);
 }
 
-/* --- backoff -------------------------------------------------------------- */
+/* --- backoff ------------------------------------------------------------- */
 
 static void test_exponential_sequence(void **state) {
   wflo_retry_policy_t p;
@@ -163,8 +163,7 @@ static void test_exponential_sequence(void **state) {
   p.base_delay = 0.5;
   p.multiplier = 1.5;
   for (n = 0; n < 8; n++)
-    assert_float_equal(wflo_backoff_delay(&p, n, 0), 0.5 * pow(1.5, n),
-                       1e-12);
+    assert_float_equal(wflo_backoff_delay(&p, n, 0), 0.5 * pow(1.5, n), 1e-12);
   p.multiplier = 1.0;
   assert_true(wflo_backoff_delay(&p, 30, 0) == 0.5);
 }
@@ -361,7 +360,7 @@ static void test_int_max_finite(void **state) {
   assert_true(isnan(wflo_backoff_delay(NULL, 0, 0)));
 }
 
-/* --- execute -------------------------------------------------------------- */
+/* --- execute ------------------------------------------------------------- */
 
 static void test_max_retries_calls(void **state) {
   wflo_retry_policy_t p;
@@ -422,10 +421,14 @@ static void test_non_retryable(void **state) {
                           WFLO_E_CANCELED,     WFLO_E_INVAL,
                           WFLO_E_NOMEM,        WFLO_E_STATE,
                           WFLO_E_QUEUE_FULL};
-  const int retried[] = {WFLO_E_TIMEOUT,   WFLO_E_RATE_LIMITED,
-                         WFLO_E_LOCK_TIMEOUT, WFLO_E_NOT_FOUND,
-                         WFLO_E_PARSE,     UV_ECONNRESET,
-                         UV_ETIMEDOUT,     -1,
+  const int retried[] = {WFLO_E_TIMEOUT,
+                         WFLO_E_RATE_LIMITED,
+                         WFLO_E_LOCK_TIMEOUT,
+                         WFLO_E_NOT_FOUND,
+                         WFLO_E_PARSE,
+                         UV_ECONNRESET,
+                         UV_ETIMEDOUT,
+                         -1,
                          INT_MIN};
   const int list[] = {UV_ETIMEDOUT, WFLO_E_CANCELED};
   op_t o;
@@ -702,7 +705,7 @@ static void test_positive_and_edge_args(void **state) {
   assert_int_equal(wflo_retry_policy_validate(NULL, NULL, 0), WFLO_E_INVAL);
 }
 
-/* --- WFLO_RETRY ----------------------------------------------------------- */
+/* --- WFLO_RETRY ---------------------------------------------------------- */
 
 static int macro_return_inside(const wflo_retry_policy_t *p, op_t *o) {
   int rc;
@@ -837,7 +840,7 @@ out:
   assert_int_equal(blocks, 4);
 }
 
-/* --- validation ----------------------------------------------------------- */
+/* --- validation ---------------------------------------------------------- */
 
 typedef struct bad {
   const char *field;
@@ -891,22 +894,38 @@ BAD(b_list_null, "retryable_errors",
     (p->retryable_errors = NULL, p->retryable_errors_count = 3))
 
 static const bad_t bads[] = {
-    {"max_retries", b_retries},       {"max_retries", b_retries_min},
-    {"base_delay", b_base_nan},       {"base_delay", b_base_inf},
-    {"base_delay", b_base_neg},       {"base_delay", b_base_tiny_neg},
-    {"base_delay", b_base_big},       {"max_delay", b_max_nan},
-    {"max_delay", b_max_inf},         {"max_delay", b_max_neg},
-    {"max_delay", b_max_big},         {"max_delay", b_max_below},
-    {"multiplier", b_mult_low},       {"multiplier", b_mult_zero},
-    {"multiplier", b_mult_nan},       {"multiplier", b_mult_inf},
-    {"multiplier", b_lin_zero},       {"multiplier", b_lin_neg},
-    {"multiplier", b_lin_nan},        {"multiplier", b_lin_inf},
-    {"strategy", b_strat_hi},         {"strategy", b_strat_neg},
-    {"jitter_factor", b_jf_neg},      {"jitter_factor", b_jf_big},
-    {"jitter_factor", b_jf_nan},      {"jitter_factor", b_jf_off},
-    {"timeout", b_to_nan},            {"timeout", b_to_inf},
-    {"timeout", b_to_neg},            {"timeout", b_to_big},
-    {"retryable_errors", b_list_zero}, {"retryable_errors", b_list_pos},
+    {"max_retries", b_retries},
+    {"max_retries", b_retries_min},
+    {"base_delay", b_base_nan},
+    {"base_delay", b_base_inf},
+    {"base_delay", b_base_neg},
+    {"base_delay", b_base_tiny_neg},
+    {"base_delay", b_base_big},
+    {"max_delay", b_max_nan},
+    {"max_delay", b_max_inf},
+    {"max_delay", b_max_neg},
+    {"max_delay", b_max_big},
+    {"max_delay", b_max_below},
+    {"multiplier", b_mult_low},
+    {"multiplier", b_mult_zero},
+    {"multiplier", b_mult_nan},
+    {"multiplier", b_mult_inf},
+    {"multiplier", b_lin_zero},
+    {"multiplier", b_lin_neg},
+    {"multiplier", b_lin_nan},
+    {"multiplier", b_lin_inf},
+    {"strategy", b_strat_hi},
+    {"strategy", b_strat_neg},
+    {"jitter_factor", b_jf_neg},
+    {"jitter_factor", b_jf_big},
+    {"jitter_factor", b_jf_nan},
+    {"jitter_factor", b_jf_off},
+    {"timeout", b_to_nan},
+    {"timeout", b_to_inf},
+    {"timeout", b_to_neg},
+    {"timeout", b_to_big},
+    {"retryable_errors", b_list_zero},
+    {"retryable_errors", b_list_pos},
     {"retryable_errors", b_list_null},
 };
 
@@ -980,7 +999,7 @@ static void test_bad_configs(void **state) {
   assert_int_equal(strlen(buf), 3);
 }
 
-/* --- JSON ----------------------------------------------------------------- */
+/* --- JSON ---------------------------------------------------------------- */
 
 static json_t *parse(const char *s) {
   json_error_t e;
@@ -990,8 +1009,7 @@ static json_t *parse(const char *s) {
   return j;
 }
 
-static int load(const char *s, wflo_retry_policy_t *p, char *buf,
-                size_t len) {
+static int load(const char *s, wflo_retry_policy_t *p, char *buf, size_t len) {
   json_t *j = parse(s);
   int rc = wflo_retry_policy_from_json(j, p, buf, len);
   json_decref(j);
@@ -1172,7 +1190,7 @@ static void test_json_oom(void **state) {
   json_decref(j);
 }
 
-/* --- events --------------------------------------------------------------- */
+/* --- events -------------------------------------------------------------- */
 
 static void test_events(void **state) {
   wflo_retry_policy_t p;
@@ -1194,8 +1212,7 @@ static void test_events(void **state) {
   assert_int_equal(wflo_test_events_count(NULL), 3);
   ev = ev_fields("retry_scheduled", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_scheduled", 0),
-                   WFLO_LOG_WARN);
+  assert_int_equal(ev_level("retry_scheduled", 0), WFLO_LOG_WARN);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")), "ev");
   assert_int_equal(json_integer_value(json_object_get(ev, "attempt")), 1);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
@@ -1208,8 +1225,7 @@ static void test_events(void **state) {
   assert_true(json_real_value(json_object_get(ev, "delay_seconds")) == 2.0);
   ev = ev_fields("retry_succeeded", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_succeeded", 0),
-                   WFLO_LOG_INFO);
+  assert_int_equal(ev_level("retry_succeeded", 0), WFLO_LOG_INFO);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")), "ev");
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 3);
   assert_int_equal(json_object_size(ev), 2);
@@ -1223,8 +1239,7 @@ static void test_events(void **state) {
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), WFLO_E_TIMEOUT);
   ev = ev_fields("retry_exhausted", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_exhausted", 0),
-                   WFLO_LOG_ERROR);
+  assert_int_equal(ev_level("retry_exhausted", 0), WFLO_LOG_ERROR);
   assert_true(json_is_null(json_object_get(ev, "policy")));
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
@@ -1235,8 +1250,7 @@ static void test_events(void **state) {
   /* non-retryable: no event at all */
   wflo_test_events_clear();
   op_init(&o, 5, WFLO_E_BUDGET_EXCEEDED, 0);
-  assert_int_equal(wflo_retry_execute(&p, op_run, &o),
-                   WFLO_E_BUDGET_EXCEEDED);
+  assert_int_equal(wflo_retry_execute(&p, op_run, &o), WFLO_E_BUDGET_EXCEEDED);
   assert_int_equal(wflo_test_events_count(NULL), 0);
 
   /* the overall timeout: retry_exhausted with WFLO_E_TIMEOUT */
@@ -1284,8 +1298,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_jitter_bounds, setup, teardown),
       cmocka_unit_test_setup_teardown(test_decorrelated, setup, teardown),
       cmocka_unit_test_setup_teardown(test_int_max_finite, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_max_retries_calls, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_max_retries_calls, setup, teardown),
       cmocka_unit_test_setup_teardown(test_zero_delay_skips_sleep, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_non_retryable, setup, teardown),

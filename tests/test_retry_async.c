@@ -19,28 +19,28 @@
 #include "internal/loop.h"
 #include "internal/retry.h"
 
-/* --- a job: one async retry and what it saw ------------------------------- */
+/* --- a job: one async retry and what it saw ------------------------------ */
 
 enum { REPORT_IN_START, REPORT_LATER, REPORT_NEVER };
 
 typedef struct job {
-  uv_timer_t io;      /* "I/O" completing an attempt later */
+  uv_timer_t io; /* "I/O" completing an attempt later */
   wflo_retry_t *handle;
-  wflo_call_t *call;  /* the running attempt's call */
+  wflo_call_t *call; /* the running attempt's call */
   wflo_call_t *prev_call;
   int mode;
-  int nerr;           /* attempts that fail */
+  int nerr; /* attempts that fail */
   int err;
   int ok;
-  double hint;        /* < 0: none; reported with every failure */
-  uint64_t cost_ns;   /* virtual time each attempt takes */
+  double hint;      /* < 0: none; reported with every failure */
+  uint64_t cost_ns; /* virtual time each attempt takes */
   int starts;
   int dones;
   int done_err;
   int cancel_in_done; /* wflo_retry_cancel's result inside done */
   bool cancel_in_done_try;
   wflo_context_t *want_ctx;
-  int bad;            /* violations, asserted on the main thread */
+  int bad; /* violations, asserted on the main thread */
   uint64_t done_at;
   bool io_open;
 } job_t;
@@ -173,7 +173,7 @@ static int teardown(void **state) {
   return wflo_test_teardown(state);
 }
 
-/* --- results -------------------------------------------------------------- */
+/* --- results ------------------------------------------------------------- */
 
 static void test_basic(void **state) {
   uv_loop_t loop;
@@ -184,7 +184,7 @@ static void test_basic(void **state) {
   policy_ms(&p, 1);
   job_init(&a, &loop, REPORT_IN_START, 2, UV_ECONNRESET, 201);
   job_init(&b, &loop, REPORT_LATER, 2, UV_ECONNRESET, 0);
-  job_init(&c, &loop, REPORT_LATER, 100, -3, 0); /* exhausted */
+  job_init(&c, &loop, REPORT_LATER, 100, -3, 0);              /* exhausted */
   job_init(&d, &loop, REPORT_IN_START, 100, WFLO_E_NOMEM, 0); /* verdict */
   assert_int_equal(job_go(&loop, &p, &a), 0);
   assert_int_equal(job_go(&loop, &p, &b), 0);
@@ -361,7 +361,7 @@ static void test_timeout(void **state) {
   assert_int_equal(a.bad + b.bad, 0);
 }
 
-/* --- cancel --------------------------------------------------------------- */
+/* --- cancel -------------------------------------------------------------- */
 
 static void cancel_cb(uv_timer_t *t) {
   job_t *j = t->data;
@@ -475,9 +475,8 @@ static void test_cancel_while_running(void **state) {
   uv_timer_init(&loop, &l->t1);
   uv_timer_init(&loop, &l->t2);
   l->t1.data = l->t2.data = l;
-  assert_int_equal(wflo_retry_start(&loop, &p, late_start, &j, job_done,
-                                    &j.handle),
-                   0);
+  assert_int_equal(
+      wflo_retry_start(&loop, &p, late_start, &j, job_done, &j.handle), 0);
   run_and_close(&loop);
   assert_int_equal(l->dones_after_cancel, 0); /* waited for the report */
   assert_int_equal(j.dones, 1);
@@ -569,9 +568,8 @@ static void test_duplicate_reports_ignored(void **state) {
   policy_ms(&p, 1);
   p.max_retries = 1;
   job_init(&j, &loop, REPORT_NEVER, 0, -1, 0);
-  assert_int_equal(wflo_retry_start(&loop, &p, stale_start, &j, job_done,
-                                    &j.handle),
-                   0);
+  assert_int_equal(
+      wflo_retry_start(&loop, &p, stale_start, &j, job_done, &j.handle), 0);
   run_and_close(&loop);
   assert_int_equal(j.starts, 102);
   assert_int_equal(j.dones, 1);
@@ -580,7 +578,7 @@ static void test_duplicate_reports_ignored(void **state) {
   wflo_call_done_hint(NULL, 0, 1);
 }
 
-/* --- scale ---------------------------------------------------------------- */
+/* --- scale --------------------------------------------------------------- */
 
 static void test_many_concurrent(void **state) {
   uv_loop_t loop;
@@ -614,7 +612,7 @@ static void test_many_concurrent(void **state) {
   free(jobs);
 }
 
-/* --- context, copy, events ------------------------------------------------ */
+/* --- context, copy, events ----------------------------------------------- */
 
 static void test_context_reentered(void **state) {
   uv_loop_t loop;
@@ -699,7 +697,7 @@ static void test_events(void **state) {
   p.name = "async";
   p.max_retries = 1;
   events_at(WFLO_LOG_DEBUG);
-  job_init(&a, &loop, REPORT_IN_START, 0, -1, 0);    /* first try: none */
+  job_init(&a, &loop, REPORT_IN_START, 0, -1, 0); /* first try: none */
   assert_int_equal(job_go(&loop, &p, &a), 0);
   run_and_close(&loop);
   assert_int_equal(wflo_test_events_count(NULL), 0);
@@ -711,8 +709,7 @@ static void test_events(void **state) {
   assert_int_equal(wflo_test_events_count(NULL), 2);
   ev = ev_fields("retry_scheduled", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_scheduled", 0),
-                   WFLO_LOG_WARN);
+  assert_int_equal(ev_level("retry_scheduled", 0), WFLO_LOG_WARN);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")),
                       "async");
   assert_int_equal(json_integer_value(json_object_get(ev, "attempt")), 1);
@@ -721,8 +718,7 @@ static void test_events(void **state) {
   assert_true(json_real_value(json_object_get(ev, "delay_seconds")) == 0.001);
   ev = ev_fields("retry_exhausted", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_exhausted", 0),
-                   WFLO_LOG_ERROR);
+  assert_int_equal(ev_level("retry_exhausted", 0), WFLO_LOG_ERROR);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       "EPIPE");
@@ -734,13 +730,12 @@ static void test_events(void **state) {
   run_and_close(&loop);
   ev = ev_fields("retry_succeeded", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_succeeded", 0),
-                   WFLO_LOG_INFO);
+  assert_int_equal(ev_level("retry_succeeded", 0), WFLO_LOG_INFO);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_int_equal(a.bad + b.bad + c.bad, 0);
 }
 
-/* --- refusals ------------------------------------------------------------- */
+/* --- refusals ------------------------------------------------------------ */
 
 static void test_start_refused(void **state) {
   uv_loop_t loop;
@@ -824,7 +819,7 @@ static void test_sync_inside_loop(void **state) {
   assert_int_equal(in.rc_once, 0);
 }
 
-/* --- allocation failure --------------------------------------------------- */
+/* --- allocation failure -------------------------------------------------- */
 
 static int g_oom_runs;
 
@@ -885,8 +880,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_duplicate_reports_ignored, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_context_reentered, setup,
-                                      teardown),
+      cmocka_unit_test_setup_teardown(test_context_reentered, setup, teardown),
       cmocka_unit_test_setup_teardown(test_policy_copied, setup, teardown),
       cmocka_unit_test_setup_teardown(test_events, setup, teardown),
       cmocka_unit_test_setup_teardown(test_start_refused, setup, teardown),

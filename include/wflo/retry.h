@@ -297,11 +297,13 @@ WFLO_EXTERN void wflo_retry_guard_end(wflo_retry_guard_t *g);
 #define WFLO__RETRY_CAT(a, b) WFLO__RETRY_CAT2(a, b)
 #define WFLO__RETRY_G WFLO__RETRY_CAT(wflo_retry_guard_, __LINE__)
 
+/* clang-format off */
 #define WFLO_RETRY(policy_ptr, rc)                                            \
   for (wflo_retry_guard_t WFLO__RETRY_CLEANUP WFLO__RETRY_G = {               \
            (policy_ptr), &(rc), 0, 0, 0.0, 0.0, 0, false,                     \
            {NULL, NULL, NULL, NULL}};                                         \
        wflo_retry_guard_next(&WFLO__RETRY_G);)
+/* clang-format on */
 
 #ifdef __cplusplus
 }

@@ -22,7 +22,8 @@ bool wflo__retry_errlist_ok(const int *list, size_t n);
 static inline bool wflo__retry_policy_ok(const wflo_retry_policy_t *p) {
   unsigned s = (unsigned)p->strategy;
   double m = p->multiplier;
-  bool ok = (p->max_retries >= 0) & (s <= (unsigned)WFLO_BACKOFF_DECORRELATED) &
+  bool ok = (p->max_retries >= 0) &
+            (s <= (unsigned)WFLO_BACKOFF_DECORRELATED) &
             (p->base_delay >= 0.0) & (p->max_delay >= p->base_delay) &
             (p->max_delay <= WFLO_DURATION_MAX) & (p->jitter_factor >= 0.0) &
             (p->jitter_factor <= 1.0) & (p->timeout >= 0.0) &
