@@ -291,14 +291,16 @@ static inline void attempt_begin(const wflo_retry_policy_t *p) {
 }
 
 /* neutral: WFLO_RETRY's block was left early (break, return, goto), so
- * the attempt has no result and rc must not be read. */
+ * the attempt has no result and rc must not be read. A hint is kept only
+ * for on_failure: one left by a successful or abandoned attempt would
+ * otherwise reach an enclosing retry's next failure. */
 static inline void attempt_end(const wflo_retry_policy_t *p, int rc,
                                bool neutral) {
   /* breaker hook: record rc (or a neutral outcome) on the permit taken in
    * attempt_begin. */
   WFLO_UNUSED(p);
-  WFLO_UNUSED(rc);
-  WFLO_UNUSED(neutral);
+  if (neutral || rc >= 0)
+    tl_hint = -1.0;
 }
 
 static inline int run_attempt(const wflo_retry_policy_t *p,
@@ -483,9 +485,7 @@ bool wflo_retry_guard_next(wflo_retry_guard_t *g) {
 void wflo_retry_guard_end(wflo_retry_guard_t *g) {
   /* Only an early exit (break, return, goto) leaves an attempt open: it
    * ends without a result, rc stays as the block left it. */
-  if (g->state == G_ATTEMPT) {
+  if (g->state == G_ATTEMPT)
     attempt_end(g->policy, 0, true);
-    tl_hint = -1.0;
-  }
   g->state = G_DONE;
 }

@@ -620,6 +620,22 @@ static void test_timeout(void **state) {
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), -5);
 }
 
+/* An operation that runs a nested retry whose only attempt sets a hint and
+ * succeeds, then fails itself: the inner hint must not reach the outer
+ * retry. */
+static int hint_then_ok(void *arg) {
+  (void)arg;
+  wflo_retry_hint(7);
+  return 0;
+}
+
+static int nested_then_fail(void *arg) {
+  wflo_retry_policy_t inner;
+  wflo_retry_policy_init(&inner);
+  (*(int *)arg)++;
+  return wflo_retry_execute(&inner, hint_then_ok, NULL) == 0 ? -1 : -2;
+}
+
 static void test_hint(void **state) {
   wflo_retry_policy_t p;
   wflo_retry_report_t rep;
@@ -685,6 +701,15 @@ static void test_hint(void **state) {
   assert_true(r.delay[0] == 1.0);
   for (i = 0; i < 3; i++)
     wflo_retry_hint(-1); /* harmless */
+
+  /* A nested retry's successful attempt does not leak its hint outward. */
+  memset(&r, 0, sizeof(r));
+  i = 0;
+  p.max_retries = 1;
+  assert_int_equal(wflo_retry_execute(&p, nested_then_fail, &i), -1);
+  assert_int_equal(i, 2);
+  assert_int_equal(r.n, 1);
+  assert_true(r.delay[0] == 1.0);
 }
 
 static void test_positive_and_edge_args(void **state) {
