@@ -273,8 +273,17 @@ void wflo__retry_emit_exhausted(const wflo_retry_policy_t *p, int attempts,
 enum { G_FRESH = 0, G_ATTEMPT = 1, G_DONE = 2 };
 
 /* Negative: no hint. Set by wflo_retry_hint() during an attempt, cleared
- * when the next attempt starts, consumed after a failure. */
-static WFLO_THREAD_LOCAL double tl_hint = -1.0;
+ * when the next attempt starts, consumed after a failure.
+ * initial-exec: the success path writes it on every call, and in the shared
+ * library the default (global-dynamic) model costs a __tls_get_addr call
+ * each time. Eight bytes fit glibc's static TLS reserve even when libwflo
+ * is dlopen()ed. */
+#if defined(__GNUC__) || defined(__clang__)
+#define WFLO__TLS_IE __attribute__((tls_model("initial-exec")))
+#else
+#define WFLO__TLS_IE
+#endif
+static WFLO_THREAD_LOCAL WFLO__TLS_IE double tl_hint = -1.0;
 
 void wflo_retry_hint(double seconds) {
   if (seconds >= 0.0) /* false for NaN and negatives: ignored */
