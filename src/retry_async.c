@@ -171,14 +171,13 @@ static bool schedule_next(wflo_retry_t *r, int err, int *fin) {
     *fin = WFLO_E_TIMEOUT;
     return false;
   }
-  if (p->on_retry != NULL) {
+  if (p->on_retry != NULL)
     p->on_retry(r->loop_only.retries + 1, err, delay, p->user_data);
-    if (r->loop_only.canceled) { /* on_retry canceled: do not wait */
-      *fin = WFLO_E_CANCELED;
-      return false;
-    }
-  }
   wflo__retry_emit_scheduled(p, r->loop_only.retries + 1, err, delay);
+  /* on_retry, is_retryable or an event handler may have canceled (no wait
+   * was armed for cancel to stop): complete now instead of waiting. */
+  if (r->loop_only.canceled)
+    return false;
   r->loop_only.prev_delay = delay;
   r->loop_only.retries++;
   r->loop_only.state = R_WAITING;
@@ -205,8 +204,10 @@ static void attempt_report(wflo_retry_t *r) {
   else if (err < 0)
     scheduled = schedule_next(r, err, &fin);
   wflo__ctx_scope_exit(&s);
+  /* A cancel made by a callback above also wins: after wflo_retry_cancel
+   * returned 0, done always gets WFLO_E_CANCELED. */
   if (!scheduled)
-    finish(r, fin);
+    finish(r, r->loop_only.canceled ? WFLO_E_CANCELED : fin);
 }
 
 static void on_report_post(wflo__post_t *pt) {

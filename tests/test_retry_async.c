@@ -499,6 +499,13 @@ static void cancel_on_retry(int attempt, int err, double delay, void *ud) {
   c->rc = wflo_retry_cancel(*c->handle);
 }
 
+static bool cancel_in_predicate(int err, void *ud) {
+  cancel_ud_t *c = ud;
+  (void)err;
+  c->rc = wflo_retry_cancel(*c->handle);
+  return true;
+}
+
 static void test_cancel_in_callbacks(void **state) {
   uv_loop_t loop;
   wflo_retry_policy_t p;
@@ -519,6 +526,22 @@ static void test_cancel_in_callbacks(void **state) {
   assert_int_equal(cu.rc, 0);
   assert_int_equal(a.done_err, WFLO_E_CANCELED);
   assert_true(uv_hrtime() - t0 < 2000000000ull);
+
+  /* from the predicate (no on_retry): no 10 s wait either */
+  assert_int_equal(uv_loop_init(&loop), 0);
+  p.on_retry = NULL;
+  p.is_retryable = cancel_in_predicate;
+  cu.rc = 1;
+  job_init(&a, &loop, REPORT_LATER, 5, -1, 0);
+  t0 = uv_hrtime();
+  assert_int_equal(job_go(&loop, &p, &a), 0);
+  run_and_close(&loop);
+  assert_int_equal(cu.rc, 0);
+  assert_int_equal(a.dones, 1);
+  assert_int_equal(a.done_err, WFLO_E_CANCELED);
+  assert_int_equal(a.starts, 1);
+  assert_true(uv_hrtime() - t0 < 2000000000ull);
+  p.is_retryable = NULL;
 
   /* inside done: WFLO_E_STATE, safely */
   assert_int_equal(uv_loop_init(&loop), 0);

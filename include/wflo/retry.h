@@ -245,12 +245,14 @@ WFLO_EXTERN void wflo_call_done_hint(wflo_call_t *call, int err,
                                      double retry_after_s);
 
 /* Cancels an async retry. While a wait (or the first attempt) is pending,
- * the retry completes with WFLO_E_CANCELED from the loop, soon after this
- * call, never inside it; while an attempt is running, it completes with
- * WFLO_E_CANCELED when that attempt reports (whatever the attempt's
- * result). Returns: 0 (also when it was already canceled); WFLO_E_INVAL for
- * NULL; WFLO_E_STATE when done is running (cancel from inside done). Calling
- * it after done returned is undefined: the handle is gone.
+ * the retry completes from the loop soon after this call, never inside it;
+ * while an attempt is running, it completes when that attempt reports.
+ * Either way, once this returned 0, done receives WFLO_E_CANCELED, whatever
+ * the attempt's result. It may be called from start, on_retry,
+ * is_retryable or an event handler too.
+ * Returns: 0 (also when it was already canceled); WFLO_E_INVAL for NULL;
+ * WFLO_E_STATE when done is running (cancel from inside done). Calling it
+ * after done returned is undefined: the handle is gone.
  * Thread-safety: the loop's thread only. Since: 0.1. */
 WFLO_EXTERN int wflo_retry_cancel(wflo_retry_t *handle);
 
