@@ -15,21 +15,22 @@
 bool wflo__retry_errlist_ok(const int *list, size_t n);
 
 /* true when wflo_retry_policy_validate(p) would return 0. Kept to a handful
- * of non-short-circuit comparisons (one branch) because it runs on every
- * wflo_retry_execute and wflo_backoff_delay. NaN fails every comparison,
- * so no isnan() is needed; base_delay <= WFLO_DURATION_MAX and
- * max_delay >= 0 follow from 0 <= base_delay <= max_delay <= MAX. */
+ * of comparisons because it runs on every wflo_retry_execute and
+ * wflo_backoff_delay. Short-circuit branches measured ~1 ns faster than one
+ * branch over a chain of setcc/and (a serial dependency): each branch is
+ * predicted. NaN fails every comparison, so no isnan() is needed;
+ * base_delay <= WFLO_DURATION_MAX and max_delay >= 0 follow from
+ * 0 <= base_delay <= max_delay <= MAX. */
 static inline bool wflo__retry_policy_ok(const wflo_retry_policy_t *p) {
   unsigned s = (unsigned)p->strategy;
   double m = p->multiplier;
-  bool ok = (p->max_retries >= 0) &
-            (s <= (unsigned)WFLO_BACKOFF_DECORRELATED) &
-            (p->base_delay >= 0.0) & (p->max_delay >= p->base_delay) &
-            (p->max_delay <= WFLO_DURATION_MAX) & (p->jitter_factor >= 0.0) &
-            (p->jitter_factor <= 1.0) & (p->timeout >= 0.0) &
-            (p->timeout <= WFLO_DURATION_MAX) &
-            ((s != WFLO_BACKOFF_EXPONENTIAL) | ((m >= 1.0) & (m <= DBL_MAX))) &
-            ((s != WFLO_BACKOFF_LINEAR) | ((m > 0.0) & (m <= DBL_MAX)));
+  bool ok = p->max_retries >= 0 && s <= (unsigned)WFLO_BACKOFF_DECORRELATED &&
+            p->base_delay >= 0.0 && p->max_delay >= p->base_delay &&
+            p->max_delay <= WFLO_DURATION_MAX && p->jitter_factor >= 0.0 &&
+            p->jitter_factor <= 1.0 && p->timeout >= 0.0 &&
+            p->timeout <= WFLO_DURATION_MAX &&
+            (s != WFLO_BACKOFF_EXPONENTIAL || (m >= 1.0 && m <= DBL_MAX)) &&
+            (s != WFLO_BACKOFF_LINEAR || (m > 0.0 && m <= DBL_MAX));
   if (wflo__unlikely(p->retryable_errors_count != 0))
     ok = ok && wflo__retry_errlist_ok(p->retryable_errors,
                                       p->retryable_errors_count);
