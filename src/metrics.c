@@ -311,6 +311,15 @@ static void series_free(wflo__metric_series_t *s) {
   wflo__free(s, s->synced.alloc_size);
 }
 
+/* A family without series holds no memory (the allocator rule). */
+static void table_free_if_empty(fam_state_t *fs) {
+  if (fs->count > 0)
+    return;
+  wflo__free(fs->buckets, fs->nbuckets * sizeof(*fs->buckets));
+  fs->buckets = NULL;
+  fs->nbuckets = 0;
+}
+
 static wflo__metric_series_t *create_locked(wflo__metric_id_t id,
                                             const char *const *labels,
                                             size_t h) {
@@ -321,8 +330,10 @@ static wflo__metric_series_t *create_locked(wflo__metric_id_t id,
   if (fs->nbuckets == 0)
     return NULL;
   s = series_alloc(id, labels);
-  if (s == NULL)
+  if (s == NULL) {
+    table_free_if_empty(fs);
     return NULL;
+  }
   s->synced.hash = h;
   s->synced.hnext = fs->buckets[h & (fs->nbuckets - 1)];
   fs->buckets[h & (fs->nbuckets - 1)] = s;
@@ -343,11 +354,8 @@ static void unlink_locked(wflo__metric_series_t *s) {
   *pp = s->synced.hnext;
   wflo__list_remove(&s->synced.node);
   s->synced.linked = false;
-  if (--fs->count == 0) {
-    wflo__free(fs->buckets, fs->nbuckets * sizeof(*fs->buckets));
-    fs->buckets = NULL;
-    fs->nbuckets = 0;
-  }
+  fs->count--;
+  table_free_if_empty(fs);
   if (s->synced.snap_refs == 0)
     series_free(s);
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "internal/metrics.h"
 
 /* --- helpers --------------------------------------------------------------------- */
@@ -51,12 +52,12 @@ static size_t count_substr(const char *text, const char *needle) {
   return n;
 }
 
+/* Counter series outlive their holders until a reset: reset, then let the
+ * harness check that nothing is left. */
 static int teardown(void **state) {
-  (void)state;
   wflo_metrics_enable(true);
   wflo_metrics_reset();
-  assert_int_equal(wflo__mem_outstanding(), 0);
-  return 0;
+  return wflo_test_teardown(state);
 }
 
 /* --- the family table -------------------------------------------------------------- */
@@ -789,16 +790,10 @@ static void worker(void *arg) {
   }
 }
 
-static double scale(void) {
-  const char *s = getenv("WFLO_STRESS_SCALE");
-  double v = s != NULL ? strtod(s, NULL) : 1.0;
-  return v > 0 ? v : 1.0;
-}
-
 static void test_threads_exact_sums(void **state) {
   uv_thread_t t[NTHREADS];
   worker_t w[NTHREADS];
-  size_t iters = (size_t)(20000 * scale()) & ~(size_t)1, round;
+  size_t iters = (size_t)wflo_test_scale(20000) & ~(size_t)1, round;
   wflo__metric_series_t *c, *h;
   char *text;
   int i;
@@ -843,23 +838,82 @@ static void test_threads_exact_sums(void **state) {
   wflo__metric_release(h);
 }
 
+/* --- out of memory ------------------------------------------------------------------ */
+
+static int oom_write(const char *buf, size_t len, void *ud) {
+  (void)buf;
+  *(size_t *)ud += len;
+  return 0;
+}
+
+static int oom_scenario(void *ud) {
+  wflo__metric_series_t *c, *g, *h;
+  size_t written = 0;
+  char *t;
+  json_t *j;
+  int rc = 0, w;
+  (void)ud;
+  c = wflo__metric_get(WFLO__M_BREAKER_CALLS,
+                       (const char *[]){"oom\xff", "success"});
+  g = wflo__metric_get(WFLO__M_BREAKER_STATE, (const char *[]){"oom"});
+  h = wflo__metric_get(WFLO__M_LOCK_WAIT, (const char *[]){"oom"});
+  if (c == NULL || g == NULL || h == NULL)
+    rc = WFLO_E_NOMEM;
+  /* Updates on a series that could not be made are no-ops. */
+  wflo__counter_add(c, 2);
+  wflo__gauge_set(g, 1);
+  wflo__histogram_observe(h, 0.5);
+  wflo__counter_add_labels(WFLO__M_LLM_TOKENS, (const char *[]){"m", "prompt"},
+                           3);
+  t = wflo_metrics_prometheus_text(NULL);
+  if (t == NULL)
+    rc = WFLO_E_NOMEM;
+  else if (c != NULL &&
+           !has_line(t, "wflo_circuit_breaker_calls_total{name=\"oom\xef\xbf"
+                        "\xbd\",outcome=\"success\"} 2"))
+    rc = WFLO_E_STATE; /* neither success nor NOMEM: the loop fails */
+  wflo_metrics_text_free(t);
+  j = wflo_metrics_json();
+  if (j == NULL)
+    rc = WFLO_E_NOMEM;
+  json_decref(j);
+  w = wflo_metrics_write_prometheus(oom_write, &written);
+  if (w != 0)
+    rc = w;
+  wflo__metric_release(c);
+  wflo__metric_release(g);
+  wflo__metric_release(h);
+  wflo_metrics_reset();
+  return rc;
+}
+
+static void test_oom(void **state) {
+  (void)state;
+  wflo_test_oom_loop(oom_scenario, NULL, 0);
+  wflo_test_oom_loop_ex(oom_scenario, NULL, 0, WFLO_TEST_FAIL_AFTER);
+}
+
+#define TEST(f) cmocka_unit_test_setup_teardown(f, wflo_test_setup, teardown)
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_teardown(test_family_table, teardown),
-      cmocka_unit_test_teardown(test_counter_gauge_histogram, teardown),
-      cmocka_unit_test_teardown(test_usd_and_labels_path, teardown),
-      cmocka_unit_test_teardown(test_escaping_and_utf8, teardown),
-      cmocka_unit_test_teardown(test_number_format, teardown),
-      cmocka_unit_test_teardown(test_gauge_special_values, teardown),
-      cmocka_unit_test_teardown(test_series_lifetime, teardown),
-      cmocka_unit_test_teardown(test_many_series, teardown),
-      cmocka_unit_test_teardown(test_null_and_bad_id, teardown),
-      cmocka_unit_test_teardown(test_disabled, teardown),
-      cmocka_unit_test_teardown(test_writer_chunks_and_errors, teardown),
-      cmocka_unit_test_teardown(test_empty_exposition, teardown),
-      cmocka_unit_test_teardown(test_json, teardown),
-      cmocka_unit_test_teardown(test_promtool, teardown),
-      cmocka_unit_test_teardown(test_threads_exact_sums, teardown),
+      TEST(test_family_table),
+      TEST(test_counter_gauge_histogram),
+      TEST(test_usd_and_labels_path),
+      TEST(test_escaping_and_utf8),
+      TEST(test_number_format),
+      TEST(test_gauge_special_values),
+      TEST(test_series_lifetime),
+      TEST(test_many_series),
+      TEST(test_null_and_bad_id),
+      TEST(test_disabled),
+      TEST(test_writer_chunks_and_errors),
+      TEST(test_empty_exposition),
+      TEST(test_json),
+      TEST(test_promtool),
+      TEST(test_threads_exact_sums),
+      TEST(test_oom),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  return cmocka_run_group_tests(tests, wflo_test_group_setup,
+                                wflo_test_group_teardown);
 }
