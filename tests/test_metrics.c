@@ -771,8 +771,11 @@ static void test_promtool(void **state) {
 
 #define NTHREADS 12
 
+static atomic_int owned_slots;
+
 typedef struct worker {
   wflo__metric_series_t *c, *h;
+  uv_barrier_t *start;
   size_t iters;
   int id;
 } worker_t;
@@ -782,6 +785,8 @@ static void worker(void *arg) {
   size_t i;
   char name[16];
   snprintf(name, sizeof(name), "t%d", w->id % 3);
+  /* All at once, so threads that share the atomic shard really race. */
+  uv_barrier_wait(w->start);
   for (i = 0; i < w->iters; i++) {
     wflo__counter_add(w->c, 1);
     wflo__histogram_observe(w->h, (i & 1) ? 0.5 : 2.0);
@@ -793,7 +798,8 @@ static void worker(void *arg) {
 static void test_threads_exact_sums(void **state) {
   uv_thread_t t[NTHREADS];
   worker_t w[NTHREADS];
-  size_t iters = (size_t)wflo_test_scale(20000) & ~(size_t)1, round;
+  uv_barrier_t start;
+  size_t iters = (size_t)wflo_test_scale(100000) & ~(size_t)1, round;
   wflo__metric_series_t *c, *h;
   char *text;
   int i;
@@ -805,7 +811,9 @@ static void test_threads_exact_sums(void **state) {
    * round's threads gave back at exit, and must add on top. More threads
    * than shards, so some share the atomic one. */
   for (round = 0; round < 2; round++) {
+    assert_int_equal(uv_barrier_init(&start, NTHREADS), 0);
     for (i = 0; i < NTHREADS; i++) {
+      w[i].start = &start;
       w[i].c = c;
       w[i].h = h;
       w[i].iters = iters;
@@ -814,6 +822,7 @@ static void test_threads_exact_sums(void **state) {
     }
     for (i = 0; i < NTHREADS; i++)
       assert_int_equal(uv_thread_join(&t[i]), 0);
+    uv_barrier_destroy(&start);
   }
   assert_int_equal(wflo__metric_read_cell(c, 0), 2 * NTHREADS * iters);
   /* 0.5 and 2.0 are exact in binary: the sum is exact too. */
@@ -836,6 +845,32 @@ static void test_threads_exact_sums(void **state) {
   wflo_metrics_text_free(text);
   wflo__metric_release(c);
   wflo__metric_release(h);
+}
+
+static void slot_worker(void *arg) {
+  wflo__counter_add(arg, 1);
+  /* Did this thread get a shard of its own? */
+  if (wflo__tl_metric_slot & 1u)
+    atomic_fetch_add(&owned_slots, 1);
+}
+
+/* Threads give their shard back when they exit: a long run of short-lived
+ * threads (a thread pool that churns) keeps getting owned shards instead
+ * of piling onto the shared one. */
+static void test_shards_recycled(void **state) {
+  wflo__metric_series_t *c;
+  uv_thread_t t;
+  int i, n = 100;
+  (void)state;
+  atomic_store(&owned_slots, 0);
+  c = wflo__metric_get(WFLO__M_LOCK_TIMEOUTS, (const char *[]){"churn"});
+  for (i = 0; i < n; i++) {
+    assert_int_equal(uv_thread_create(&t, slot_worker, c), 0);
+    assert_int_equal(uv_thread_join(&t), 0);
+  }
+  assert_int_equal(atomic_load(&owned_slots), n);
+  assert_int_equal(wflo__metric_read_cell(c, 0), n);
+  wflo__metric_release(c);
 }
 
 /* --- out of memory ------------------------------------------------------------------ */
@@ -912,6 +947,7 @@ int main(void) {
       TEST(test_json),
       TEST(test_promtool),
       TEST(test_threads_exact_sums),
+      TEST(test_shards_recycled),
       TEST(test_oom),
   };
   return cmocka_run_group_tests(tests, wflo_test_group_setup,
