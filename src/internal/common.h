@@ -14,8 +14,9 @@
 
 #define WFLO_UNUSED(x) ((void)(x))
 #define WFLO_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+/* Through void *: clang's -Wcast-align flags a direct char * -> type *. */
 #define wflo__container_of(ptr, type, member)                                 \
-  ((type *)((char *)(ptr) - offsetof(type, member)))
+  ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 #if defined(__GNUC__) || defined(__clang__)
 #define wflo__likely(x) __builtin_expect(!!(x), 1)
