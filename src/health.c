@@ -63,8 +63,8 @@ static const wflo__field_t fields[] = {
     {"name", WFLO__F_STRING, CFG_OFF(name), 0, CFG_OFF(reserved[0]), NULL},
     {"period", WFLO__F_DURATION, CFG_OFF(period), 0, 0, NULL},
     {"timeout", WFLO__F_DURATION, CFG_OFF(timeout), 0, 0, NULL},
-    {"unhealthy_threshold", WFLO__F_UINT32, CFG_OFF(unhealthy_threshold), 0,
-     0, NULL},
+    {"unhealthy_threshold", WFLO__F_UINT32, CFG_OFF(unhealthy_threshold), 0, 0,
+     NULL},
 };
 
 void wflo_health_check_config_init(wflo_health_check_config_t *c) {
@@ -201,8 +201,7 @@ static void on_deadline(wflo__timer_t *t) {
 }
 
 static void on_report(wflo__post_t *post) {
-  wflo_health_probe_t *p =
-      wflo__container_of(post, wflo_health_probe_t, post);
+  wflo_health_probe_t *p = wflo__container_of(post, wflo_health_probe_t, post);
   wflo_health_check_t *c = p->check;
   if (!p->timed_out) {
     uint64_t d = since(p->started_ns);
@@ -334,16 +333,16 @@ static json_t *check_json(const wflo_health_check_t *c, bool healthy,
                                                    : "failing";
   return wflo__json_obj(
       "name", wflo__json_string(c->name), "healthy", json_boolean(healthy),
-      "state", json_string(state), "runs", json_integer((json_int_t)c->synced.runs),
-      "failures", json_integer((json_int_t)c->synced.failures),
-      "consecutive_failures",
+      "state", json_string(state), "runs",
+      json_integer((json_int_t)c->synced.runs), "failures",
+      json_integer((json_int_t)c->synced.failures), "consecutive_failures",
       json_integer((json_int_t)c->synced.consecutive), "last_error",
       has ? wflo__json_err(c->synced.last_result) : json_null(),
       "last_duration_seconds",
       seconds_or_null(has, c->synced.last_duration_ns),
       "seconds_since_last_result",
-      seconds_or_null(has, now > c->synced.last_ns ? now - c->synced.last_ns
-                                                   : 0),
+      seconds_or_null(has,
+                      now > c->synced.last_ns ? now - c->synced.last_ns : 0),
       "period", wflo__json_real(c->period), "timeout",
       wflo__json_real(c->timeout), "unhealthy_threshold",
       json_integer((json_int_t)c->threshold), NULL);

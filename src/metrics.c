@@ -74,8 +74,8 @@ static const wflo__metric_family_t families[WFLO__M_COUNT] = {
                               0},
     [WFLO__M_LOCK_TIMEOUTS] = {"wflo_lock_timeouts_total",
                                "Resource lock acquisitions that timed out.",
-                               WFLO__MT_COUNTER, LABELS(l_resource),
-                               NO_BOUNDS, 0},
+                               WFLO__MT_COUNTER, LABELS(l_resource), NO_BOUNDS,
+                               0},
     [WFLO__M_BUDGET_SPENT] = {"wflo_budget_spent_usd_total",
                               "USD committed against execution budgets, by "
                               "workflow.",
@@ -231,19 +231,16 @@ static size_t shard_stride(const wflo__metric_family_t *f) {
   if (f->type == WFLO__MT_GAUGE)
     return 0;
   cells = f->type == WFLO__MT_HISTOGRAM ? f->nbounds + 2 : 1;
-  return (cells * sizeof(uint64_t) + CACHE_LINE - 1) / CACHE_LINE *
-         CACHE_LINE;
+  return (cells * sizeof(uint64_t) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
 }
 
-static wflo__metric_series_t *find_locked(wflo__metric_id_t id,
-                                          const char *const *labels,
-                                          size_t h) {
+static wflo__metric_series_t *
+find_locked(wflo__metric_id_t id, const char *const *labels, size_t h) {
   fam_state_t *fs = &fams[id];
   wflo__metric_series_t *s;
   if (fs->nbuckets == 0)
     return NULL;
-  for (s = fs->buckets[h & (fs->nbuckets - 1)]; s != NULL;
-       s = s->synced.hnext)
+  for (s = fs->buckets[h & (fs->nbuckets - 1)]; s != NULL; s = s->synced.hnext)
     if (s->synced.hash == h && labels_equal(s, labels))
       return s;
   return NULL;
@@ -300,7 +297,8 @@ static wflo__metric_series_t *series_alloc(wflo__metric_id_t id,
   }
   if (stride != 0) {
     off = (size_t)(p - (char *)s);
-    cells = ((uintptr_t)s + off + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1);
+    cells =
+        ((uintptr_t)s + off + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1);
     s->cells = (unsigned char *)cells;
   }
   wflo__list_init(&s->synced.node);
@@ -320,9 +318,8 @@ static void table_free_if_empty(fam_state_t *fs) {
   fs->nbuckets = 0;
 }
 
-static wflo__metric_series_t *create_locked(wflo__metric_id_t id,
-                                            const char *const *labels,
-                                            size_t h) {
+static wflo__metric_series_t *
+create_locked(wflo__metric_id_t id, const char *const *labels, size_t h) {
   fam_state_t *fs = &fams[id];
   wflo__metric_series_t *s;
   if (fs->count >= fs->nbuckets)
@@ -347,8 +344,8 @@ static wflo__metric_series_t *create_locked(wflo__metric_id_t id,
  * snapshot still holds it. The table goes with the family's last series. */
 static void unlink_locked(wflo__metric_series_t *s) {
   fam_state_t *fs = &fams[s->fam - families];
-  wflo__metric_series_t **pp = &fs->buckets[s->synced.hash &
-                                            (fs->nbuckets - 1)];
+  wflo__metric_series_t **pp =
+      &fs->buckets[s->synced.hash & (fs->nbuckets - 1)];
   while (*pp != s)
     pp = &(*pp)->synced.hnext;
   *pp = s->synced.hnext;
@@ -360,9 +357,8 @@ static void unlink_locked(wflo__metric_series_t *s) {
     series_free(s);
 }
 
-static wflo__metric_series_t *lookup(wflo__metric_id_t id,
-                                     const char *const *labels, size_t h,
-                                     bool hold) {
+static wflo__metric_series_t *
+lookup(wflo__metric_id_t id, const char *const *labels, size_t h, bool hold) {
   wflo__metric_series_t *s;
   uv_mutex_lock(&mu);
   s = find_locked(id, labels, h);
@@ -456,8 +452,7 @@ static wflo__metric_series_t *find_cached(wflo__metric_id_t id,
   size_t h;
   cache_entry_t *e;
   uint64_t gen;
-  if ((unsigned)id >= WFLO__M_COUNT ||
-      families[id].type == WFLO__MT_GAUGE)
+  if ((unsigned)id >= WFLO__M_COUNT || families[id].type == WFLO__MT_GAUGE)
     return NULL;
   h = labels_hash(id, labels);
   e = &tl_cache[h & (CACHE_SIZE - 1)];

@@ -342,15 +342,14 @@ static json_t *series_json(const wflo__metric_series_t *s) {
   uint64_t total;
   if (f->type == WFLO__MT_HISTOGRAM) {
     json_t *buckets = buckets_json(s, &total);
-    return wflo__json_obj("labels", labels_json(s), "buckets", buckets,
-                          "sum", wflo__json_real(wflo__metric_read_sum(s)),
-                          "count", count_json(total), NULL);
+    return wflo__json_obj("labels", labels_json(s), "buckets", buckets, "sum",
+                          wflo__json_real(wflo__metric_read_sum(s)), "count",
+                          count_json(total), NULL);
   }
   if (f->type == WFLO__MT_GAUGE)
     value = wflo__json_real(wflo__metric_read_gauge(s));
   else if (f->divisor != 0)
-    value = wflo__json_real((double)wflo__metric_read_cell(s, 0) /
-                            f->divisor);
+    value = wflo__json_real((double)wflo__metric_read_cell(s, 0) / f->divisor);
   else
     value = count_json(wflo__metric_read_cell(s, 0));
   return wflo__json_obj("labels", labels_json(s), "value", value, NULL);
@@ -389,8 +388,7 @@ json_t *wflo_metrics_json(void) {
     const wflo__metric_series_t *s = snap.series[i];
     if (s->fam != cur) {
       cur = s->fam;
-      series = json_object_get(json_object_get(metrics, cur->name),
-                               "series");
+      series = json_object_get(json_object_get(metrics, cur->name), "series");
     }
     if (json_array_append_new(series, series_json(s)) != 0)
       goto fail;

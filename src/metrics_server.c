@@ -184,8 +184,7 @@ static void respond(conn_t *c, int status, const char *reason,
     bufs[nbufs++] = uv_buf_init(c->body, (unsigned)c->body_len);
   c->state = C_RESPONDING;
   c->wreq.data = c;
-  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write) !=
-      0) {
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, nbufs, on_write) != 0) {
     body_release(c);
     conn_close(c);
   }
@@ -267,8 +266,8 @@ static void handle_request(conn_t *c) {
     return;
   }
   target = sp1 + 1;
-  for (plen = 0; target + plen < sp2 && target[plen] != '?' &&
-                 target[plen] != '#';
+  for (plen = 0;
+       target + plen < sp2 && target[plen] != '?' && target[plen] != '#';
        plen++) {
   }
   get = span_is(line, mlen, "GET");
@@ -382,8 +381,7 @@ int wflo_metrics_serve(uv_loop_t *loop, const char *host, int port,
   wflo_metrics_server_t *srv;
   int rc;
 
-  if (loop == NULL || host == NULL || out == NULL || port < 0 ||
-      port > 65535)
+  if (loop == NULL || host == NULL || out == NULL || port < 0 || port > 65535)
     return WFLO_E_INVAL;
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
       uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0)

@@ -88,8 +88,8 @@ static void test_family_table(void **state) {
        "resource"},
       {WFLO__M_BUDGET_SPENT, "wflo_budget_spent_usd_total", WFLO__MT_COUNTER,
        "workflow"},
-      {WFLO__M_BUDGET_REFUSALS, "wflo_budget_refusals_total",
-       WFLO__MT_COUNTER, "workflow"},
+      {WFLO__M_BUDGET_REFUSALS, "wflo_budget_refusals_total", WFLO__MT_COUNTER,
+       "workflow"},
       {WFLO__M_LLM_TOKENS, "wflo_llm_tokens_total", WFLO__MT_COUNTER,
        "model,kind"},
   };
@@ -253,12 +253,15 @@ static void test_escaping_and_utf8(void **state) {
   /* 0xff is never UTF-8; 0xc3 0x28 is a broken 2-byte sequence; a valid
    * multibyte character passes through. */
   b = wflo__metric_get(WFLO__M_BREAKER_CALLS,
-                       (const char *[]){"x\xff" "y\xc3(z\xc3\xa9", "ignored"});
+                       (const char *[]){"x\xff"
+                                        "y\xc3(z\xc3\xa9",
+                                        "ignored"});
   wflo__counter_add(a, 1);
   wflo__counter_add(b, 2);
   t = exposition();
-  assert_line(t, "wflo_circuit_breaker_calls_total{name=\"say \\\"hi\\\"\\nback"
-                 "\\\\slash\",outcome=\"failure\"} 1");
+  assert_line(t,
+              "wflo_circuit_breaker_calls_total{name=\"say \\\"hi\\\"\\nback"
+              "\\\\slash\",outcome=\"failure\"} 1");
   assert_line(t, "wflo_circuit_breaker_calls_total{name=\"x\xef\xbf\xbdy"
                  "\xef\xbf\xbd(z\xc3\xa9\",outcome=\"ignored\"} 2");
   wflo_metrics_text_free(t);
@@ -293,7 +296,8 @@ static bool decimal_comma_locale(void) {
   locale_dir_made = true;
   snprintf(cmd, sizeof(cmd),
            "localedef -i de_DE -f UTF-8 %s/de_DE.UTF-8 >/dev/null 2>&1; "
-           "true", dir);
+           "true",
+           dir);
   if (system(cmd) != 0)
     return false;
   setenv("LOCPATH", dir, 1);
@@ -305,10 +309,17 @@ static void test_number_format(void **state) {
     double v;
     const char *s;
   } cases[] = {
-      {0, "0"},          {1, "1"},          {0.1, "0.1"},
-      {1e-12, "1e-12"},  {123456789012345678.0, "1.2345678901234568e+17"},
-      {2.5, "2.5"},      {-3.75, "-3.75"},  {1e300, "1e+300"},
-      {NAN, "NaN"},      {INFINITY, "+Inf"}, {-INFINITY, "-Inf"},
+      {0, "0"},
+      {1, "1"},
+      {0.1, "0.1"},
+      {1e-12, "1e-12"},
+      {123456789012345678.0, "1.2345678901234568e+17"},
+      {2.5, "2.5"},
+      {-3.75, "-3.75"},
+      {1e300, "1e+300"},
+      {NAN, "NaN"},
+      {INFINITY, "+Inf"},
+      {-INFINITY, "-Inf"},
       {0.30000000000000004, "0.30000000000000004"},
   };
   char buf[48];
@@ -633,8 +644,8 @@ static void test_json(void **state) {
   s = json_array_get(json_object_get(fam, "series"), 0);
   assert_true(json_real_value(json_object_get(s, "value")) == 0.5);
 
-  fam = json_object_get(json_object_get(j, "metrics"),
-                        "wflo_lock_wait_seconds");
+  fam =
+      json_object_get(json_object_get(j, "metrics"), "wflo_lock_wait_seconds");
   assert_string_equal(json_string_value(json_object_get(fam, "type")),
                       "histogram");
   s = json_array_get(json_object_get(fam, "series"), 0);
@@ -707,14 +718,13 @@ static void test_promtool(void **state) {
                             (const char *[]){"db", "closed", "open"});
   s[n++] = wflo__metric_get(WFLO__M_BREAKER_CALLS,
                             (const char *[]){"\xc3\x28\xe2\x82", "rejected"});
-  s[n++] = wflo__metric_get(WFLO__M_LOCK_WAIT,
-                            (const char *[]){"gpu \"0\""});
+  s[n++] = wflo__metric_get(WFLO__M_LOCK_WAIT, (const char *[]){"gpu \"0\""});
   s[n++] = wflo__metric_get(WFLO__M_LOCK_CONTENTION_RATE,
                             (const char *[]){"gpu \"0\""});
   s[n++] = wflo__metric_get(WFLO__M_LOCK_HOLDERS, (const char *[]){""});
   s[n++] = wflo__metric_get(WFLO__M_LOCK_TIMEOUTS, (const char *[]){"}{,="});
-  s[n++] = wflo__metric_get(WFLO__M_BUDGET_REFUSALS,
-                            (const char *[]){"wf\n\n"});
+  s[n++] =
+      wflo__metric_get(WFLO__M_BUDGET_REFUSALS, (const char *[]){"wf\n\n"});
   for (i = 0; i < n; i++)
     assert_non_null(s[i]);
   wflo__gauge_set(s[0], 2);
@@ -760,8 +770,8 @@ static void test_promtool(void **state) {
   wflo_metrics_text_free(t);
 
   /* The checker catches a broken exposition (so a pass means something). */
-  status = promtool_check("# TYPE x counter\nx{a=\"say \"hi\"\"} 1\n",
-                          out, sizeof(out));
+  status = promtool_check("# TYPE x counter\nx{a=\"say \"hi\"\"} 1\n", out,
+                          sizeof(out));
   assert_int_not_equal(status, 0);
   for (i = 0; i < n; i++)
     wflo__metric_release(s[i]);

@@ -46,8 +46,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   return size * n;
 }
 
-static void fetch(int port, const char *path, reply_t *r, bool head,
-                  bool post, struct curl_slist *headers) {
+static void fetch(int port, const char *path, reply_t *r, bool head, bool post,
+                  struct curl_slist *headers) {
   char url[128];
   char *ct = NULL;
   CURL *h = curl_easy_init();
@@ -108,8 +108,7 @@ static void on_closed(void *ud) {
 
 static void on_done(uv_async_t *a) {
   wflo_metrics_server_t *srv = a->data;
-  WFLO_TEST_THREAD_CHECK(wflo_metrics_server_close(srv, on_closed, NULL) ==
-                         0);
+  WFLO_TEST_THREAD_CHECK(wflo_metrics_server_close(srv, on_closed, NULL) == 0);
   uv_close((uv_handle_t *)a, NULL);
 }
 

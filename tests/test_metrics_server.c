@@ -25,12 +25,12 @@ typedef struct client {
   uv_write_t wreq2; /* a second write by the test itself */
   const char *req;
   size_t req_len;
-  size_t extra;  /* bytes of junk sent after req (a body we never read) */
+  size_t extra;      /* bytes of junk sent after req (a body we never read) */
   size_t extra_late; /* junk sent once the response starts arriving */
   char *junk;
-  char *resp;    /* libc memory */
+  char *resp; /* libc memory */
   size_t len, cap;
-  int error;     /* first error other than EOF */
+  int error; /* first error other than EOF */
   bool eof;
   bool closed;
   char rbuf[65536];
@@ -156,8 +156,7 @@ static const char *body_of(const client_t *c) {
 static bool has_header(const client_t *c, const char *h) {
   const char *end = c->resp != NULL ? strstr(c->resp, "\r\n\r\n") : NULL;
   const char *p = c->resp != NULL ? strstr(c->resp, h) : NULL;
-  return p != NULL && p < end && p[-1] == '\n' &&
-         p[strlen(h)] == '\r';
+  return p != NULL && p < end && p[-1] == '\n' && p[strlen(h)] == '\r';
 }
 
 /* Content-Length matches the body received (or, for HEAD, body is empty). */
@@ -263,8 +262,9 @@ static void test_routes(void **state) {
 
   /* Other methods on our paths: 405 with Allow. The POST body is never
    * read; the lingering close still delivers the response. */
-  http(&loop, port, &c, "POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
-                        "hello");
+  http(&loop, port, &c,
+       "POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
+       "hello");
   assert_int_equal(status_of(&c), 405);
   assert_true(has_header(&c, "Allow: GET, HEAD"));
   assert_framing(&c, false);

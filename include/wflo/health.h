@@ -66,8 +66,9 @@ WFLO_EXTERN void wflo_health_check_config_clear(wflo_health_check_config_t *c);
  * "health_check.FIELD: reason".
  * Returns: 0; WFLO_E_INVAL (also for c NULL) with a config_invalid event.
  * Thread-safety: any thread. Since: 0.1. */
-WFLO_EXTERN int wflo_health_check_config_validate(
-    const wflo_health_check_config_t *c, char *errbuf, size_t len);
+WFLO_EXTERN int
+wflo_health_check_config_validate(const wflo_health_check_config_t *c,
+                                  char *errbuf, size_t len);
 
 /* Initialises c and loads name, period, timeout and unhealthy_threshold
  * from a JSON object (keys are the field names). probe, breaker and

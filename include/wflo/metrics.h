@@ -139,9 +139,9 @@ WFLO_EXTERN void wflo_metrics_reset(void);
  * before uv_loop_close().
  * Ownership: *out belongs to the caller until wflo_metrics_server_close().
  * Thread-safety: the loop's thread only. Since: 0.1. */
-WFLO_NODISCARD WFLO_EXTERN int
-wflo_metrics_serve(uv_loop_t *loop, const char *host, int port,
-                   wflo_metrics_server_t **out);
+WFLO_NODISCARD WFLO_EXTERN int wflo_metrics_serve(uv_loop_t *loop,
+                                                  const char *host, int port,
+                                                  wflo_metrics_server_t **out);
 
 /* Returns the port the listener is bound to, or a negative UV_E* code.
  * Thread-safety: the loop's thread only. Since: 0.1. */

@@ -119,7 +119,7 @@ struct wflo__metric_series {
     size_t holders;   /* wflo__metric_get() references */
     size_t snap_refs; /* exposition snapshots in progress */
     size_t alloc_size;
-    bool linked;      /* in the family's table and list */
+    bool linked; /* in the family's table and list */
   } synced;
   const char *labels[WFLO__METRIC_MAX_LABELS]; /* copies, never NULL */
 };
@@ -179,9 +179,8 @@ wflo__metric_cell(const wflo__metric_series_t *s, unsigned slot, size_t i) {
 static inline void wflo__metric_cell_add(_Atomic uint64_t *c, unsigned slot,
                                          uint64_t n) {
   if (wflo__likely(slot & 1u))
-    atomic_store_explicit(
-        c, atomic_load_explicit(c, memory_order_relaxed) + n,
-        memory_order_relaxed);
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
   else
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
