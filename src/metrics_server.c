@@ -10,6 +10,7 @@
 #include "internal/config.h"
 #include "internal/list.h"
 #include "internal/loop.h"
+#include "internal/metrics.h"
 
 #include <stdio.h>
 
@@ -18,6 +19,9 @@
  * discarding) before closing. */
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES (64 * 1024)
+
+uint64_t wflo__metrics_request_timeout_ms =
+    (uint64_t)(WFLO_METRICS_REQUEST_TIMEOUT * 1000);
 
 typedef enum conn_state {
   C_READING,    /* reading the request head */
@@ -179,6 +183,11 @@ static void respond(conn_t *c, int status, const char *reason,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
                    "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
                    status, reason, type, c->body_len, extra);
+  if (n < 0 || (size_t)n >= sizeof(c->head)) { /* cannot happen */
+    body_release(c);
+    conn_close(c);
+    return;
+  }
   bufs[0] = uv_buf_init(c->head, (unsigned)n);
   if (!head_only && c->body_len > 0)
     bufs[nbufs++] = uv_buf_init(c->body, (unsigned)c->body_len);
@@ -368,8 +377,7 @@ static void on_connection(uv_stream_t *listener, int status) {
     conn_close(c);
     return;
   }
-  wflo__timer_start(srv->loop, &c->timer,
-                    wflo__loop_delay_ms(WFLO_METRICS_REQUEST_TIMEOUT),
+  wflo__timer_start(srv->loop, &c->timer, wflo__metrics_request_timeout_ms,
                     on_conn_timer);
 }
 

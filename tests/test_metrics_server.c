@@ -459,6 +459,38 @@ static void test_close_with_connections(void **state) {
   assert_int_equal(wflo__loop_states_alive(), 0);
 }
 
+static void test_request_timeout(void **state) {
+  uv_loop_t loop;
+  wflo_metrics_server_t *srv;
+  client_t idle, partial, ok;
+  uint64_t t0;
+  int port;
+  (void)state;
+  wflo__metrics_request_timeout_ms = 30;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(wflo_metrics_serve(&loop, "127.0.0.1", 0, &srv), 0);
+  port = wflo_metrics_server_port(srv);
+  t0 = uv_hrtime();
+  client_start(&loop, &idle, port, "", 0);
+  client_start(&loop, &partial, port, "GET /metrics HTTP/1.1\r\nHost:", 28);
+  client_wait(&loop, &idle);
+  client_wait(&loop, &partial);
+  /* Dropped by the server after the deadline, without a response. */
+  assert_true(uv_hrtime() - t0 >= 25 * 1000000ull);
+  assert_null(idle.resp);
+  assert_null(partial.resp);
+  assert_true(idle.eof && partial.eof);
+  /* A prompt client is not affected. */
+  http(&loop, port, &ok, "GET /metrics HTTP/1.1\r\n\r\n");
+  assert_int_equal(status_of(&ok), 200);
+  client_free(&idle);
+  client_free(&partial);
+  client_free(&ok);
+  wflo__metrics_request_timeout_ms =
+      (uint64_t)(WFLO_METRICS_REQUEST_TIMEOUT * 1000);
+  close_server(&loop, srv);
+}
+
 static void test_connection_limit(void **state) {
   uv_loop_t loop;
   wflo_metrics_server_t *srv;
@@ -591,6 +623,7 @@ int main(void) {
       TEST(test_oversized_request),
       TEST(test_healthz_unhealthy),
       TEST(test_close_with_connections),
+      TEST(test_request_timeout),
       TEST(test_connection_limit),
       TEST(test_bind_errors_and_args),
       TEST(test_oom),

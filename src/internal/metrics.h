@@ -257,4 +257,10 @@ double wflo__metric_read_gauge(const wflo__metric_series_t *s);
  * Returns the length written (buf should hold 32 bytes). */
 size_t wflo__metric_fmt_double(char *buf, size_t size, double v);
 
+/* --- the HTTP listener (src/metrics_server.c) -------------------------------
+ * Milliseconds a connection may take to send its request head (default:
+ * WFLO_METRICS_REQUEST_TIMEOUT). A knob for tests; read when a connection
+ * is accepted, on the loop thread. */
+extern uint64_t wflo__metrics_request_timeout_ms;
+
 #endif /* WFLO_INTERNAL_METRICS_H */
