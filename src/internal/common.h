@@ -14,7 +14,6 @@
 
 #define WFLO_UNUSED(x) ((void)(x))
 #define WFLO_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-/* Through void *: clang's -Wcast-align flags a direct char * -> type *. */
 #define wflo__container_of(ptr, type, member)                                 \
   ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
