@@ -38,7 +38,7 @@ static uint64_t sat_add(uint64_t a, uint64_t b) {
 
 /* Admission: used += x if it still fits the budget. One CAS, relaxed: the
  * words are counters; nothing else is published through them. */
-static bool take(wflo_context_t *c, uint64_t x) {
+static inline bool take(wflo_context_t *c, uint64_t x) {
   uint64_t budget = atomic_load_explicit(&c->budget_pico,
                                          memory_order_relaxed);
   uint64_t o = atomic_load_explicit(&c->used, memory_order_relaxed), n;
@@ -190,19 +190,28 @@ int wflo_budget_commit(wflo_budget_resv_t *resv, double actual_usd) {
 }
 
 int wflo_budget_charge(wflo_context_t *ctx, double usd) {
-  wflo_context_t *refused;
+  wflo_context_t *refused = NULL;
   uint64_t x;
   if (wflo__unlikely(ctx == NULL || !wflo__amount_ok(usd)))
     return WFLO_E_INVAL;
   x = wflo__usd_to_pico(usd);
   /* reserve + commit of the same amount: used += x and nothing else, so
-   * no reservation is ever visible and `reserved` is untouched. */
-  refused = take_chain(ctx, x);
+   * no reservation is ever visible and `reserved` is untouched. The first
+   * level is taken inline: a root context (the common case) costs one CAS
+   * and no further call. */
+  if (wflo__unlikely(!take(ctx, x))) {
+    refused = ctx;
+  } else if (ctx->parent != NULL) {
+    refused = take_chain(ctx->parent, x);
+    if (refused != NULL)
+      adjust(ctx, 0, x);
+  }
   if (wflo__unlikely(refused != NULL)) {
     emit_exceeded(refused, x);
     return WFLO_E_BUDGET_EXCEEDED;
   }
-  wflo__ledger_record(ctx, NULL, x);
+  if (wflo__unlikely(wflo__ledger_on()))
+    wflo__ledger_record(ctx, NULL, x);
   return 0;
 }
 

@@ -117,7 +117,7 @@ void wflo_context_put(wflo_context_t *ctx) {
   }
 }
 
-/* --- the per-thread stack ------------------------------------------------------ */
+/* --- the per-thread stack ------------------------------------------------ */
 
 static int stack_push(wflo_context_t *c) {
   size_t i = tl_stack.n;
@@ -220,7 +220,7 @@ int wflo_context_run(wflo_context_t *ctx, int (*fn)(void *arg), void *arg) {
   return rc;
 }
 
-/* --- getters ------------------------------------------------------------------- */
+/* --- getters ------------------------------------------------------------- */
 
 const char *wflo_context_execution_id(const wflo_context_t *ctx) {
   return ctx != NULL ? ctx->execution_id : NULL;
@@ -253,7 +253,7 @@ int wflo_set_current_budget(double usd) {
   return 0;
 }
 
-/* --- WFLO_WITH_CONTEXT --------------------------------------------------------- */
+/* --- WFLO_WITH_CONTEXT --------------------------------------------------- */
 
 int wflo_context_guard_begin(wflo_context_guard_t *g, wflo_context_t *ctx) {
   if (g->state != 0)

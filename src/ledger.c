@@ -9,13 +9,13 @@
 #include <stdio.h>
 #include <time.h>
 
-/* The installed ledger, copied under a mutex; `installed` lets the commit
- * path skip the mutex entirely when no ledger is set (the common case, and
- * the one the benchmarks measure). */
+/* The installed ledger, copied under a mutex; wflo__ledger_installed lets
+ * the commit path skip the mutex entirely when no ledger is set (the common
+ * case, and the one the benchmarks measure). */
 static uv_once_t ledger_once = UV_ONCE_INIT;
 static uv_mutex_t ledger_mu;
 static wflo_ledger_t ledger;
-static atomic_bool installed;
+atomic_bool wflo__ledger_installed;
 
 static void ledger_init(void) { uv_mutex_init(&ledger_mu); }
 
@@ -24,11 +24,11 @@ void wflo_set_ledger(const wflo_ledger_t *l) {
   uv_mutex_lock(&ledger_mu);
   if (l != NULL && l->record != NULL) {
     ledger = *l;
-    atomic_store(&installed, true);
+    atomic_store(&wflo__ledger_installed, true);
   } else {
     ledger.record = NULL;
     ledger.ud = NULL;
-    atomic_store(&installed, false);
+    atomic_store(&wflo__ledger_installed, false);
   }
   uv_mutex_unlock(&ledger_mu);
 }
@@ -54,7 +54,7 @@ void wflo__ledger_record(wflo_context_t *ctx, const char *model,
   wflo_ledger_t l;
   json_t *entry;
   int rc;
-  if (pico == 0 || !atomic_load_explicit(&installed, memory_order_acquire))
+  if (pico == 0 || !wflo__ledger_on())
     return;
   uv_mutex_lock(&ledger_mu);
   l = ledger;
@@ -75,7 +75,7 @@ void wflo__ledger_record(wflo_context_t *ctx, const char *model,
     emit_failed(ctx, rc);
 }
 
-/* --- JSON lines file ------------------------------------------------------------- */
+/* --- JSON lines file ----------------------------------------------------- */
 
 typedef struct jsonl {
   uv_mutex_t mu; /* one line at a time, whole */

@@ -13,8 +13,8 @@ static uint64_t clamp_cost(uint64_t pico) {
 
 static int commit_usage(wflo_budget_resv_t *resv, const wflo__price_t *p,
                         const wflo_llm_usage_t *u, const char *model) {
-  return wflo__budget_commit_pico(resv, clamp_cost(wflo__pricing_cost_pico(p, u)),
-                                  model);
+  uint64_t cost = clamp_cost(wflo__pricing_cost_pico(p, u));
+  return wflo__budget_commit_pico(resv, cost, model);
 }
 
 int wflo_llm_call(const char *model, int (*fn)(void *arg, wflo_llm_usage_t *u),
@@ -73,7 +73,7 @@ int wflo_llm_commit(wflo_budget_resv_t *resv, const char *model,
   return commit_usage(resv, &p, u, model);
 }
 
-/* --- WFLO_TRACK_LLM -------------------------------------------------------------- */
+/* --- WFLO_TRACK_LLM ------------------------------------------------------ */
 
 /* guard states */
 enum { G_FRESH = 0, G_HELD = 1, G_DONE = 2 };

@@ -131,7 +131,7 @@ void wflo_pricing_reset(void) {
   table_free(&old);
 }
 
-/* --- loading ------------------------------------------------------------------- */
+/* --- loading ------------------------------------------------------------- */
 
 typedef struct model_cfg {
   double input_per_mtok, output_per_mtok, max_call_usd;

@@ -27,7 +27,7 @@ extern "C" {
 /* The unlimited budget (INFINITY; written as JSON null). */
 #define WFLO_BUDGET_UNLIMITED (HUGE_VAL)
 
-/* --- contexts ---------------------------------------------------------------- */
+/* --- contexts ------------------------------------------------------------ */
 
 /* Creates a context for one workflow execution.
  * execution_id: NULL generates "exec-" + 32 hex digits, unique within this
@@ -130,7 +130,7 @@ WFLO_EXTERN double wflo_get_current_budget(void);
  * context, which other threads may be spending from. Since: 0.1. */
 WFLO_EXTERN int wflo_set_current_budget(double usd);
 
-/* --- budget ------------------------------------------------------------------ */
+/* --- budget -------------------------------------------------------------- */
 
 /* A budget reservation: declared by the caller (on the stack or inside its
  * own struct), filled by wflo_budget_reserve(), ended by one
@@ -203,7 +203,7 @@ WFLO_EXTERN double wflo_budget_spent(const wflo_context_t *ctx);
  * NAN for NULL. Thread-safety: any thread. Since: 0.1. */
 WFLO_EXTERN double wflo_budget_remaining(const wflo_context_t *ctx);
 
-/* --- WFLO_WITH_CONTEXT ------------------------------------------------------ */
+/* --- WFLO_WITH_CONTEXT --------------------------------------------------- */
 
 /* WFLO_WITH_CONTEXT(ctx) { ... }: runs the block once with ctx entered, then
  * restores the thread's context stack to what it was before the block (so

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-/* --- workflows ---------------------------------------------------------------- */
+/* --- workflows ----------------------------------------------------------- */
 
 /* Creates a workflow, registered by name while it is alive (health and
  * metrics list it). A second wflo_workflow_new() with the name of a live
@@ -78,7 +78,7 @@ WFLO_EXTERN int wflo_workflow_end(wflo_workflow_t *wf, wflo_context_t *ctx,
  * other executions may end. Since: 0.1. */
 WFLO_EXTERN json_t *wflo_workflow_stats_json(wflo_workflow_t *wf);
 
-/* --- pricing ------------------------------------------------------------------ */
+/* --- pricing ------------------------------------------------------------- */
 
 /* Token counts of one LLM call, filled in by the caller's operation. */
 typedef struct wflo_llm_usage {
@@ -125,7 +125,7 @@ WFLO_EXTERN int wflo_pricing_cost(const char *model, const wflo_llm_usage_t *u,
  * Thread-safety: any thread. Since: 0.1. */
 WFLO_EXTERN void wflo_pricing_reset(void);
 
-/* --- LLM calls ------------------------------------------------------------------ */
+/* --- LLM calls ----------------------------------------------------------- */
 
 /* Makes one tracked LLM call: zeroes *u, reserves the model's max_call_usd
  * in the current context (refused: WFLO_E_BUDGET_EXCEEDED, fn not called),
@@ -173,8 +173,9 @@ WFLO_EXTERN int wflo_llm_commit(wflo_budget_resv_t *resv, const char *model,
  * commits what usage holds too (cleanup attribute; a `return rc;` returns rc
  * as it was before that commit); with other compilers only the normal end
  * is supported. model is evaluated once and must stay valid until the
- * block ends (its ledger records name it). `break` inside the block leaves the block, not an enclosing
- * loop. */
+ * block ends (its ledger records name it). `break` inside the block leaves
+ * the block, not an enclosing loop. With no current context the block runs
+ * and nothing is charged. */
 typedef struct wflo_llm_guard {
   int state; /* first, so = {0} starts the guard */
   int *rc;
@@ -205,7 +206,7 @@ WFLO_EXTERN void wflo_llm_guard_end(wflo_llm_guard_t *g);
   WFLO__TRACK_LLM(model, usage, rc,                                           \
                   WFLO__CTX_CAT(wflo__llm_guard_, WFLO__CTX_UNIQUE))
 
-/* --- ledger ---------------------------------------------------------------------- */
+/* --- ledger -------------------------------------------------------------- */
 
 /* A write-only sink for spend records, implemented by the user (to persist
  * them in a database, a file, a queue). The budget check never consults it.

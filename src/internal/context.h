@@ -54,7 +54,9 @@ void wflo__ctx_scope_exit(wflo__ctx_scope_t *s);
 /* USD (already validated: finite, in [0, WFLO_BUDGET_MAX]) to pico,
  * rounded to nearest; 1e6 USD is 1e18 pico, well inside uint64_t. */
 static inline uint64_t wflo__usd_to_pico(double usd) {
-  return (uint64_t)(usd * WFLO__PICO_PER_USD + 0.5);
+  /* Through int64_t: one signed conversion instruction, and the value
+   * (<= 1e18) is far below INT64_MAX. */
+  return (uint64_t)(int64_t)(usd * WFLO__PICO_PER_USD + 0.5);
 }
 static inline double wflo__pico_to_usd(uint64_t pico) {
   return (double)pico / WFLO__PICO_PER_USD;
@@ -88,6 +90,13 @@ int wflo__budget_commit_pico(wflo_budget_resv_t *resv, uint64_t pico,
 /* Spend of one context in pico (used - reserved, clamped; SAT when
  * saturated). */
 uint64_t wflo__budget_spent_pico(const wflo_context_t *ctx);
+
+/* ledger.c: true while a ledger is installed (a relaxed load: the commit
+ * path checks it before calling wflo__ledger_record). */
+extern atomic_bool wflo__ledger_installed;
+static inline bool wflo__ledger_on(void) {
+  return atomic_load_explicit(&wflo__ledger_installed, memory_order_relaxed);
+}
 
 /* ledger.c: writes one record for a commit or charge of `pico` on ctx
  * (no-op when no ledger is set or pico is 0). No lock may be held. */

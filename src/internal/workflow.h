@@ -5,7 +5,7 @@
 
 #include "common.h"
 
-/* --- workflows (workflow.c) ----------------------------------------------------- */
+/* --- workflows (workflow.c) ---------------------------------------------- */
 
 /* Counters of one workflow, read with relaxed atomics (each value is exact,
  * the set is not one instant when executions are running). */
@@ -30,7 +30,7 @@ const char *wflo__workflow_name(const wflo_workflow_t *wf);
 void wflo__workflow_stats(const wflo_workflow_t *wf,
                           wflo__workflow_stats_t *out);
 
-/* --- pricing (pricing.c) -------------------------------------------------------- */
+/* --- pricing (pricing.c) ------------------------------------------------- */
 
 /* Prices in exact integer units: pico-dollars per token (= micro-dollars per
  * million tokens, so a price given with up to 6 decimals is exact). */
