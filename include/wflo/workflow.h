@@ -177,7 +177,7 @@ WFLO_EXTERN int wflo_llm_commit(wflo_budget_resv_t *resv, const char *model,
  * the block, not an enclosing loop. With no current context the block runs
  * and nothing is charged. */
 typedef struct wflo_llm_guard {
-  int state; /* first, so = {0} starts the guard */
+  int state; /* 0 (zero-initialised) before the block starts */
   int *rc;
   wflo_llm_usage_t *usage;
   const char *model;
@@ -197,8 +197,15 @@ WFLO_EXTERN void wflo_llm_guard_end(wflo_llm_guard_t *g);
 #define WFLO__LLM_CLEANUP
 #endif
 
+/* Zero-initialises the guard without -Wmissing-field-initializers in C++. */
+#ifdef __cplusplus
+#define WFLO__LLM_ZERO {}
+#else
+#define WFLO__LLM_ZERO {0}
+#endif
+
 #define WFLO__TRACK_LLM(model, usage, rc, g)                                  \
-  for (wflo_llm_guard_t WFLO__LLM_CLEANUP g = {0};                           \
+  for (wflo_llm_guard_t WFLO__LLM_CLEANUP g = WFLO__LLM_ZERO;                \
        wflo_llm_guard_begin(&g, (model), &(usage), &(rc));                    \
        wflo_llm_guard_end(&g))
 
