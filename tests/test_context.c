@@ -83,6 +83,8 @@ static void test_bad_budget(void **state) {
   wflo_context_t *c = (wflo_context_t *)&c;
   size_t i;
   (void)state;
+  assert_true(WFLO_BUDGET_MAX == 1e6);
+  assert_true(isinf(WFLO_BUDGET_UNLIMITED) && WFLO_BUDGET_UNLIMITED > 0);
   for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     assert_int_equal(wflo_context_new(NULL, NULL, bad[i], NULL, &c),
                      WFLO_E_INVAL);
@@ -194,7 +196,7 @@ static int return_from_block(wflo_context_t *inner) {
 
 static void test_with_context_exits(void **state) {
   wflo_context_t *outer = new_ctx("outer", 1.0, NULL);
-  wflo_context_t *inner = new_ctx("inner", 2.0, NULL);
+  wflo_context_t *inner = new_ctx("inner", 2.0, NULL), *stray;
   int runs = 0, i;
   (void)state;
   assert_int_equal(wflo_context_enter(outer), 0);
@@ -238,11 +240,13 @@ out:
   assert_ptr_equal(wflo_context_current(), outer);
 
   /* a block that enters something and forgets to exit it */
+  stray = new_ctx("stray", 3.0, NULL);
   WFLO_WITH_CONTEXT(inner) {
+    assert_int_equal(wflo_context_enter(stray), 0);
     assert_int_equal(wflo_context_enter(outer), 0);
-    assert_int_equal(wflo_context_enter(inner), 0);
   }
   assert_ptr_equal(wflo_context_current(), outer);
+  wflo_context_put(stray); /* the block's unwinding dropped its refs */
 
   /* NULL: the block is skipped */
   runs = 0;
