@@ -73,7 +73,9 @@ int main(void) {
 
   /* executions, succeeded, failed, refused, spent_usd */
   stats = wflo_workflow_stats_json(wf);
-  text = stats != NULL ? json_dumps(stats, JSON_COMPACT) : NULL;
+  text = stats != NULL
+             ? json_dumps(stats, JSON_COMPACT | JSON_REAL_PRECISION(10))
+             : NULL;
   printf("stats: %s\n", text != NULL ? text : "(out of memory)");
   free(text);
   json_decref(stats);

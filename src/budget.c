@@ -39,8 +39,8 @@ static uint64_t sat_add(uint64_t a, uint64_t b) {
 /* Admission: used += x if it still fits the budget. One CAS, relaxed: the
  * words are counters; nothing else is published through them. */
 static inline bool take(wflo_context_t *c, uint64_t x) {
-  uint64_t budget = atomic_load_explicit(&c->budget_pico,
-                                         memory_order_relaxed);
+  uint64_t budget =
+      atomic_load_explicit(&c->budget_pico, memory_order_relaxed);
   uint64_t o = atomic_load_explicit(&c->used, memory_order_relaxed), n;
   do {
     if (budget == WFLO__PICO_UNLIMITED) {
@@ -89,12 +89,12 @@ static void emit_exceeded(wflo_context_t *c, uint64_t requested) {
     return;
   wflo__emit(
       "budget_exceeded", WFLO_LOG_WARN,
-      wflo__json_obj(
-          "execution_id", wflo__json_string(c->execution_id), "workflow",
-          wflo__json_string(c->workflow), "budget_usd",
-          wflo__json_real(atomic_load(&c->budget_usd)), "spent_usd",
-          json_real(wflo__pico_to_usd(wflo__budget_spent_pico(c))),
-          "requested_usd", json_real(wflo__pico_to_usd(requested)), NULL));
+      wflo__json_obj("execution_id", wflo__json_string(c->execution_id),
+                     "workflow", wflo__json_string(c->workflow), "budget_usd",
+                     wflo__json_real(atomic_load(&c->budget_usd)), "spent_usd",
+                     json_real(wflo__pico_to_usd(wflo__budget_spent_pico(c))),
+                     "requested_usd", json_real(wflo__pico_to_usd(requested)),
+                     NULL));
 }
 
 /* Takes x on every level of the chain; on a refusal undoes the levels
@@ -147,8 +147,8 @@ int wflo_budget_reserve(wflo_context_t *ctx, double usd,
  * just returned by our CAS) is past it: spend <= used always, so below
  * that nothing can be exceeded and the fast path reads nothing more. */
 static bool over_budget(wflo_context_t *c, uint64_t used_now) {
-  uint64_t budget = atomic_load_explicit(&c->budget_pico,
-                                         memory_order_relaxed);
+  uint64_t budget =
+      atomic_load_explicit(&c->budget_pico, memory_order_relaxed);
   if (budget == WFLO__PICO_UNLIMITED || used_now <= budget)
     return false;
   return wflo__budget_spent_pico(c) > budget;

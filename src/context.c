@@ -75,8 +75,8 @@ int wflo_context_new(const char *execution_id, const char *workflow,
   if (c == NULL)
     return WFLO_E_NOMEM;
   wflo__ref_init(&c->ref);
-  c->execution_id = execution_id != NULL ? wflo__strdup(execution_id)
-                                         : generate_id();
+  c->execution_id =
+      execution_id != NULL ? wflo__strdup(execution_id) : generate_id();
   if (c->execution_id == NULL)
     goto fail_free_ctx;
   if (workflow != NULL) {

@@ -65,8 +65,8 @@ void wflo__ledger_record(wflo_context_t *ctx, const char *model,
       "execution_id", wflo__json_string(ctx->execution_id), "workflow",
       wflo__json_string(ctx->workflow), "model", wflo__json_string(model),
       "usd", json_real(wflo__pico_to_usd(pico)), "spent_usd",
-      json_real(wflo__pico_to_usd(wflo__budget_spent_pico(ctx))),
-      "unix_time", json_real(unix_now()), NULL);
+      json_real(wflo__pico_to_usd(wflo__budget_spent_pico(ctx))), "unix_time",
+      json_real(unix_now()), NULL);
   /* A record that could not even be built is a record the ledger lost:
    * say so the same way as a failing ledger. */
   rc = entry != NULL ? l.record(entry, l.ud) : WFLO_E_NOMEM;

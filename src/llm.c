@@ -109,7 +109,6 @@ void wflo_llm_guard_end(wflo_llm_guard_t *g) {
   p.input_pico = g->input_pico;
   p.output_pico = g->output_pico;
   p.max_call_pico = 0;
-  if (commit_usage(&g->resv, &p, g->usage, g->model) ==
-      WFLO_E_BUDGET_EXCEEDED)
+  if (commit_usage(&g->resv, &p, g->usage, g->model) == WFLO_E_BUDGET_EXCEEDED)
     *g->rc = WFLO_E_BUDGET_EXCEEDED;
 }

@@ -28,6 +28,7 @@ static const struct builtin {
   const char *name;
   wflo__price_t price;
 } builtins[] = {
+    /* clang-format off */
     /* name                 input       output      max_call */
     {"gpt-4o",            {2500000,   10000000,   100000000000}}, /* $0.10 */
     {"gpt-4o-mini",       {150000,    600000,     10000000000}},  /* $0.01 */
@@ -37,6 +38,7 @@ static const struct builtin {
     {"claude-3-5-haiku",  {800000,    4000000,    40000000000}},
     {"claude-opus-4",     {15000000,  75000000,   750000000000}},
     {"gemini-2.0-flash",  {100000,    400000,     10000000000}},
+    /* clang-format on */
 };
 
 typedef struct entry {
@@ -140,10 +142,10 @@ typedef struct model_cfg {
 static const wflo__field_t model_fields[] = {
     {"input_per_mtok", WFLO__F_DOUBLE, offsetof(model_cfg_t, input_per_mtok),
      0, 0, NULL},
-    {"output_per_mtok", WFLO__F_DOUBLE,
-     offsetof(model_cfg_t, output_per_mtok), 0, 0, NULL},
-    {"max_call_usd", WFLO__F_DOUBLE, offsetof(model_cfg_t, max_call_usd), 0,
-     0, NULL},
+    {"output_per_mtok", WFLO__F_DOUBLE, offsetof(model_cfg_t, output_per_mtok),
+     0, 0, NULL},
+    {"max_call_usd", WFLO__F_DOUBLE, offsetof(model_cfg_t, max_call_usd), 0, 0,
+     NULL},
 };
 
 /* A price with at most 6 decimals, as exact pico per token. */
@@ -179,8 +181,8 @@ static int parse_model(const char *name, const json_t *v, entry_t *e,
   if (name[0] == '\0')
     return wflo__config_invalid("pricing", "models", "empty model name",
                                 errbuf, len);
-  rc = wflo__config_load(v, what, model_fields,
-                         WFLO_ARRAY_SIZE(model_fields), &m, errbuf, len);
+  rc = wflo__config_load(v, what, model_fields, WFLO_ARRAY_SIZE(model_fields),
+                         &m, errbuf, len);
   if (rc != 0)
     return rc;
   for (i = 0; i < WFLO_ARRAY_SIZE(model_fields); i++) {

@@ -42,7 +42,8 @@ int wflo_workflow_new(const char *name, double budget_per_execution_usd,
   wflo_workflow_t *wf;
   bool created;
   int rc;
-  if (name == NULL || out == NULL || !wflo__budget_ok(budget_per_execution_usd))
+  if (name == NULL || out == NULL ||
+      !wflo__budget_ok(budget_per_execution_usd))
     return WFLO_E_INVAL;
   rc = wflo__registry_get(&registry, name, create, &budget_per_execution_usd,
                           &ref, &created);
@@ -88,12 +89,13 @@ int wflo_workflow_begin(wflo_workflow_t *wf, wflo_context_t **ctx) {
 
 static void add_spent(wflo_workflow_t *wf, uint64_t pico) {
   uint64_t o = atomic_load_explicit(&wf->stats.spent_pico,
-                                    memory_order_relaxed), n;
+                                    memory_order_relaxed),
+           n;
   do
     n = o > UINT64_MAX - pico ? UINT64_MAX : o + pico;
-  while (!atomic_compare_exchange_weak_explicit(
-      &wf->stats.spent_pico, &o, n, memory_order_relaxed,
-      memory_order_relaxed));
+  while (!atomic_compare_exchange_weak_explicit(&wf->stats.spent_pico, &o, n,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed));
 }
 
 int wflo_workflow_end(wflo_workflow_t *wf, wflo_context_t *ctx, int result) {
@@ -147,9 +149,7 @@ void wflo__workflow_stats(const wflo_workflow_t *wf,
 #undef LOAD
 }
 
-const char *wflo__workflow_name(const wflo_workflow_t *wf) {
-  return wf->name;
-}
+const char *wflo__workflow_name(const wflo_workflow_t *wf) { return wf->name; }
 
 static json_t *count(uint64_t v) {
   return json_integer(v > (uint64_t)INT64_MAX ? INT64_MAX : (json_int_t)v);

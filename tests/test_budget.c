@@ -122,8 +122,7 @@ static void check_exceeded_event(size_t i, const char *id, double budget,
   assert_int_equal(json_object_size(f), 5);
   assert_string_equal(json_string_value(json_object_get(f, "execution_id")),
                       id);
-  assert_string_equal(json_string_value(json_object_get(f, "workflow")),
-                      "wf");
+  assert_string_equal(json_string_value(json_object_get(f, "workflow")), "wf");
   assert_true(json_real_value(json_object_get(f, "budget_usd")) == budget);
   assert_true(json_real_value(json_object_get(f, "spent_usd")) == spent);
   assert_true(json_real_value(json_object_get(f, "requested_usd")) ==
@@ -351,8 +350,7 @@ static uint64_t run_workers(wflo_context_t **ctxs, int nthreads, bool over,
     *refused += w[i].refused;
     /* each worker's own context (when it has one) is exact too */
     if (distinct)
-      assert_int_equal(wflo__budget_spent_pico(ctxs[i]),
-                       w[i].committed_pico);
+      assert_int_equal(wflo__budget_spent_pico(ctxs[i]), w[i].committed_pico);
   }
   uv_barrier_destroy(&barrier);
   wflo_test_assert_thread_checks();
@@ -416,7 +414,8 @@ static void test_concurrent_rollup(void **state) {
 }
 
 int main(void) {
-#define T(f) cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
+#define T(f)                                                                  \
+  cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
   const struct CMUnitTest tests[] = {
       T(test_reserve_commit),
       T(test_reservation_holds_context),

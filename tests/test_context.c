@@ -264,7 +264,7 @@ out:
 
 typedef struct run_probe {
   wflo_context_t *seen;
-  wflo_context_t *drop; /* put inside fn */
+  wflo_context_t *drop;  /* put inside fn */
   wflo_context_t *enter; /* entered inside fn and not exited */
   int exit_rc;
 } run_probe_t;
@@ -564,7 +564,8 @@ static void test_oom(void **state) {
 }
 
 int main(void) {
-#define T(f) cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
+#define T(f)                                                                  \
+  cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
   const struct CMUnitTest tests[] = {
       T(test_no_context),
       T(test_new_and_ids),

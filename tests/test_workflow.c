@@ -536,7 +536,7 @@ static void test_llm_call(void **state) {
     /* a call that uses far more than its reservation takes spend past
      * the budget: recorded, and the call says so */
     p.result = 0;
-    p.prompt = 400000; /* $0.4 */
+    p.prompt = 400000;     /* $0.4 */
     p.completion = 300000; /* $0.6 */
     assert_int_equal(wflo_llm_call("test-model", llm_fn, &p),
                      WFLO_E_BUDGET_EXCEEDED);
@@ -706,7 +706,7 @@ done:
 typedef struct counting_ledger {
   int records;
   uint64_t sum_pico;
-  int fail_with;           /* returned when non-zero */
+  int fail_with; /* returned when non-zero */
   uv_thread_t expect_thread;
   bool wrong_thread, bad_keys, reenter_failed;
   char last_model[32];
@@ -715,8 +715,8 @@ typedef struct counting_ledger {
 } counting_ledger_t;
 
 static int counting_record(const json_t *entry, void *ud) {
-  static const char *const keys[] = {"execution_id", "workflow", "model",
-                                     "usd", "spent_usd", "unix_time"};
+  static const char *const keys[] = {"execution_id", "workflow",  "model",
+                                     "usd",          "spent_usd", "unix_time"};
   counting_ledger_t *l = ud;
   uv_thread_t me = uv_thread_self();
   const json_t *model = json_object_get(entry, "model");
@@ -739,8 +739,8 @@ static int counting_record(const json_t *entry, void *ud) {
   snprintf(l->last_model, sizeof(l->last_model), "%s",
            json_is_string(model) ? json_string_value(model) : "(null)");
   l->records++;
-  l->sum_pico += wflo__usd_to_pico(json_real_value(json_object_get(entry,
-                                                                   "usd")));
+  l->sum_pico +=
+      wflo__usd_to_pico(json_real_value(json_object_get(entry, "usd")));
   l->last_spent = json_real_value(json_object_get(entry, "spent_usd"));
   /* No libwflo lock is held here: these would deadlock otherwise. */
   wflo_set_ledger(&l->self);
@@ -884,8 +884,8 @@ static void test_ledger_jsonl(void **state) {
     json_error_t jerr;
     json_t *j = json_loads(line, 0, &jerr);
     assert_non_null(j);
-    assert_string_equal(
-        json_string_value(json_object_get(j, "execution_id")), "jsonl");
+    assert_string_equal(json_string_value(json_object_get(j, "execution_id")),
+                        "jsonl");
     assert_string_equal(json_string_value(json_object_get(j, "workflow")),
                         "wf");
     assert_true(json_is_null(json_object_get(j, "model")));
@@ -978,14 +978,14 @@ static void test_oom(void **state) {
   write_file(path, test_prices);
   wflo_test_oom_loop(oom_pricing_file, path, 0);
   remove(path);
-  snprintf(path, sizeof(path), "/tmp/wflo_test_oom_%d.jsonl",
-           uv_os_getpid());
+  snprintf(path, sizeof(path), "/tmp/wflo_test_oom_%d.jsonl", uv_os_getpid());
   wflo_test_oom_loop(oom_ledger, path, 0);
   remove(path);
 }
 
 int main(void) {
-#define T(f) cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
+#define T(f)                                                                  \
+  cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
   const struct CMUnitTest tests[] = {
       T(test_workflow_execute),
       T(test_workflow_nested),

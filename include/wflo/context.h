@@ -160,9 +160,8 @@ typedef struct wflo_budget_resv {
  * held (committing it returns WFLO_E_STATE).
  * Ownership: on success resv holds a reference on ctx until committed.
  * Thread-safety: any thread; lock-free. Since: 0.1. */
-WFLO_NODISCARD WFLO_EXTERN int wflo_budget_reserve(wflo_context_t *ctx,
-                                                   double usd,
-                                                   wflo_budget_resv_t *resv);
+WFLO_NODISCARD WFLO_EXTERN int
+wflo_budget_reserve(wflo_context_t *ctx, double usd, wflo_budget_resv_t *resv);
 
 /* Records actual_usd as spent and frees the reservation; actual_usd == 0
  * abandons it (nothing spent, nothing recorded by the ledger). A commit is
@@ -182,7 +181,8 @@ WFLO_NODISCARD WFLO_EXTERN int wflo_budget_reserve(wflo_context_t *ctx,
  * Ownership: drops the reservation's context reference.
  * Thread-safety: any thread (not necessarily the one that reserved), once
  * per reservation; lock-free accounting. Since: 0.1. */
-WFLO_EXTERN int wflo_budget_commit(wflo_budget_resv_t *resv, double actual_usd);
+WFLO_EXTERN int wflo_budget_commit(wflo_budget_resv_t *resv,
+                                   double actual_usd);
 
 /* Reserves and commits usd in one step (no reservation is visible to other
  * threads in between). A refused charge changes nothing.

@@ -28,8 +28,9 @@ extern "C" {
  * Returns: 0; WFLO_E_INVAL (name or out NULL, bad budget); WFLO_E_NOMEM.
  * Ownership: *out is a new reference; drop it with wflo_workflow_put(). The
  * name is copied. Thread-safety: any thread. Since: 0.1. */
-WFLO_NODISCARD WFLO_EXTERN int wflo_workflow_new(
-    const char *name, double budget_per_execution_usd, wflo_workflow_t **out);
+WFLO_NODISCARD WFLO_EXTERN int
+wflo_workflow_new(const char *name, double budget_per_execution_usd,
+                  wflo_workflow_t **out);
 
 /* Drops a reference; the last one unregisters and frees the workflow.
  * Executions begun and not yet ended hold references of their own. NULL is a
@@ -199,13 +200,15 @@ WFLO_EXTERN void wflo_llm_guard_end(wflo_llm_guard_t *g);
 
 /* Zero-initialises the guard without -Wmissing-field-initializers in C++. */
 #ifdef __cplusplus
-#define WFLO__LLM_ZERO {}
+#define WFLO__LLM_ZERO                                                        \
+  {}
 #else
-#define WFLO__LLM_ZERO {0}
+#define WFLO__LLM_ZERO                                                        \
+  { 0 }
 #endif
 
 #define WFLO__TRACK_LLM(model, usage, rc, g)                                  \
-  for (wflo_llm_guard_t WFLO__LLM_CLEANUP g = WFLO__LLM_ZERO;                \
+  for (wflo_llm_guard_t WFLO__LLM_CLEANUP g = WFLO__LLM_ZERO;                 \
        wflo_llm_guard_begin(&g, (model), &(usage), &(rc));                    \
        wflo_llm_guard_end(&g))
 
