@@ -15,7 +15,7 @@
 #define WFLO_UNUSED(x) ((void)(x))
 #define WFLO_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define wflo__container_of(ptr, type, member)                                 \
-  ((type *)((char *)(ptr) - offsetof(type, member)))
+  ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
 #if defined(__GNUC__) || defined(__clang__)
 #define wflo__likely(x) __builtin_expect(!!(x), 1)
