@@ -14,7 +14,9 @@
 
 #include <wflo.h>
 
-#define RUNS 7
+/* Many short runs: on a shared machine the median of short runs lands in
+ * slices nobody preempted, where long runs would average the noise in. */
+#define RUNS 31
 
 #if defined(__GNUC__) || defined(__clang__)
 #define NOINLINE __attribute__((noinline))
@@ -105,33 +107,47 @@ static int cmp(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static double median(double (*f)(long), long iters) {
+typedef struct figure {
+  const char *name;
+  double (*run)(long iters);
+  long div; /* iterations = n / div */
   double v[RUNS];
-  int i;
-  f(iters / 10); /* warm-up */
-  for (i = 0; i < RUNS; i++)
-    v[i] = f(iters);
-  qsort(v, RUNS, sizeof(v[0]), cmp);
-  return v[RUNS / 2];
-}
+} figure_t;
+
+static figure_t figures[] = {
+    {"baseline_call", run_baseline, 1, {0}},
+    {"retry_success", run_success, 1, {0}},
+    {"backoff_delay", run_backoff, 1, {0}},
+    {"retry_macro", run_macro, 1, {0}},
+    {"retry_3fail_zero_delay", run_3fail, 10, {0}},
+};
+#define NFIG (sizeof(figures) / sizeof(figures[0]))
 
 int main(void) {
   const char *s = getenv("WFLO_STRESS_SCALE");
   double scale = s != NULL ? strtod(s, NULL) : 1.0;
+  size_t k;
   long n;
+  int r;
   if (!(scale > 0))
     scale = 1.0;
-  n = (long)(20000000 * scale);
+  n = (long)(2000000 * scale);
   if (n < 1000)
     n = 1000;
   wflo_set_log_level(WFLO_LOG_OFF);
   wflo_retry_policy_init(&pol);
   wflo_retry_policy_init(&pol_zero);
   pol_zero.base_delay = 0.0;
-  printf("baseline_call %.2f ns\n", median(run_baseline, n));
-  printf("retry_success %.2f ns\n", median(run_success, n));
-  printf("backoff_delay %.2f ns\n", median(run_backoff, n));
-  printf("retry_macro %.2f ns\n", median(run_macro, n));
-  printf("retry_3fail_zero_delay %.2f ns\n", median(run_3fail, n / 10));
+  for (k = 0; k < NFIG; k++) /* warm-up */
+    figures[k].run(n / figures[k].div / 10);
+  /* Rounds interleave the figures, so the baseline and the retries see the
+   * same machine load; each figure is the median of its RUNS rounds. */
+  for (r = 0; r < RUNS; r++)
+    for (k = 0; k < NFIG; k++)
+      figures[k].v[r] = figures[k].run(n / figures[k].div);
+  for (k = 0; k < NFIG; k++) {
+    qsort(figures[k].v, RUNS, sizeof(double), cmp);
+    printf("%s %.2f ns\n", figures[k].name, figures[k].v[RUNS / 2]);
+  }
   return 0;
 }
