@@ -485,6 +485,100 @@ static void test_async_isolation_one_loop(void **state) {
   wflo_context_put(stray);
 }
 
+/* The same with real async retries: two retries started in different
+ * contexts interleave on one loop (each attempt fails, then the zero and
+ * 1 ms backoff delays alternate them), and every callback libwflo makes
+ * (start, on_retry, is_retryable, done) sees its own context and budget. */
+typedef struct retry_op {
+  wflo_context_t *expect;
+  double budget;
+  int attempts, fail_first, bad, done_calls, done_err;
+  int id, *order, *norder;
+} retry_op_t;
+
+static void retry_op_check(retry_op_t *o) {
+  if (wflo_context_current() != o->expect ||
+      wflo_get_current_budget() != o->budget)
+    o->bad++;
+}
+
+static void retry_op_start(wflo_call_t *call, void *arg) {
+  retry_op_t *o = arg;
+  retry_op_check(o);
+  o->order[(*o->norder)++] = o->id;
+  wflo_call_done(call, ++o->attempts <= o->fail_first ? UV_EAI_AGAIN : 0);
+}
+
+static bool retry_op_retryable(int err, void *ud) {
+  /* user_data is the policy's: both ops share one policy, so check the
+   * context through the thread-local only */
+  (void)ud;
+  return err == UV_EAI_AGAIN && wflo_context_current() != NULL;
+}
+
+static void retry_op_done(int err, void *arg) {
+  retry_op_t *o = arg;
+  retry_op_check(o);
+  o->done_calls++;
+  o->done_err = err;
+}
+
+static void test_async_retry_isolation_one_loop(void **state) {
+  uv_loop_t loop;
+  wflo_retry_policy_t p;
+  retry_op_t a, b;
+  int order[16], norder = 0, i, switches = 0;
+  wflo_context_t *ca = new_ctx("exec-a", 1.0, NULL);
+  wflo_context_t *cb = new_ctx("exec-b", 2.0, NULL);
+  (void)state;
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  a.expect = ca;
+  b.expect = cb;
+  a.budget = 1.0;
+  b.budget = 2.0;
+  a.fail_first = b.fail_first = 4;
+  a.id = 1;
+  b.id = 2;
+  a.order = b.order = order;
+  a.norder = b.norder = &norder;
+  wflo_retry_policy_init(&p);
+  p.base_delay = 0.001;
+  p.max_delay = 0.001;
+  p.strategy = WFLO_BACKOFF_FIXED;
+  p.jitter = false;
+  p.max_retries = 5;
+  p.is_retryable = retry_op_retryable;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  WFLO_WITH_CONTEXT(ca) {
+    assert_int_equal(wflo_retry_start(&loop, &p, retry_op_start, &a,
+                                      retry_op_done, NULL),
+                     0);
+  }
+  WFLO_WITH_CONTEXT(cb) {
+    assert_int_equal(wflo_retry_start(&loop, &p, retry_op_start, &b,
+                                      retry_op_done, NULL),
+                     0);
+  }
+  wflo_context_put(ca); /* the retries hold their own references */
+  wflo_context_put(cb);
+  assert_null(wflo_context_current());
+  wflo_test_loop_close(&loop);
+  assert_int_equal(wflo__loop_states_alive(), 0);
+  assert_null(wflo_context_current());
+  assert_int_equal(a.bad, 0);
+  assert_int_equal(b.bad, 0);
+  assert_int_equal(a.done_calls, 1);
+  assert_int_equal(b.done_calls, 1);
+  assert_int_equal(a.done_err, 0);
+  assert_int_equal(b.done_err, 0);
+  assert_int_equal(norder, 10);
+  /* they interleaved rather than ran one after the other */
+  for (i = 1; i < norder; i++)
+    switches += order[i] != order[i - 1];
+  assert_true(switches >= 4);
+}
+
 /* --- allocator and allocation failure ----------------------------------------------- */
 
 static void test_set_allocator_while_alive(void **state) {
@@ -580,6 +674,7 @@ int main(void) {
       T(test_current_budget),
       T(test_thread_isolation),
       T(test_async_isolation_one_loop),
+      T(test_async_retry_isolation_one_loop),
       T(test_set_allocator_while_alive),
       T(test_oom),
   };
