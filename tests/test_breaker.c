@@ -1414,6 +1414,59 @@ static void test_with_breaker_evaluates_once(void **state) {
   wflo_breaker_put(g_eval_b);
 }
 
+/* --- with retry ----------------------------------------------------------- */
+
+/* The original design's order, breaker outside retry: the breaker sees one
+ * outcome per retried operation. And the other order: a refusal inside the
+ * retry is not retried (WFLO_E_BREAKER_OPEN is a libwflo verdict). */
+static void test_with_retry(void **state) {
+  wflo_retry_policy_t pol;
+  wflo_breaker_config_t c;
+  wflo_breaker_t *b;
+  int rc, n = 0;
+  (void)state;
+  wflo_retry_policy_init(&pol);
+  pol.max_retries = 2;
+  pol.base_delay = 0.1;
+  pol.jitter = false;
+  wflo_breaker_config_init(&c);
+  c.failure_threshold = 1;
+  b = make(&c);
+
+  WFLO_WITH_BREAKER(b, rc) {
+    WFLO_RETRY(&pol, rc) { rc = ++n < 3 ? FAIL : 0; }
+  }
+  assert_int_equal(rc, 0);
+  assert_int_equal(n, 3); /* two failures retried away: not counted */
+  assert_state(b, WFLO_BREAKER_CLOSED);
+  n = 0;
+  WFLO_WITH_BREAKER(b, rc) {
+    WFLO_RETRY(&pol, rc) {
+      n++;
+      rc = FAIL;
+    }
+  }
+  assert_int_equal(rc, FAIL);
+  assert_int_equal(n, 3);
+  assert_state(b, WFLO_BREAKER_OPEN); /* one exhausted retry, one failure */
+  n = 0;
+  WFLO_WITH_BREAKER(b, rc) {
+    WFLO_RETRY(&pol, rc) { n++; }
+  }
+  assert_int_equal(rc, WFLO_E_BREAKER_OPEN);
+  assert_int_equal(n, 0);
+
+  /* Breaker inside retry: the refusal ends the retry after one attempt. */
+  n = 0;
+  WFLO_RETRY(&pol, rc) {
+    n++;
+    WFLO_WITH_BREAKER(b, rc) { rc = 0; }
+  }
+  assert_int_equal(rc, WFLO_E_BREAKER_OPEN);
+  assert_int_equal(n, 1);
+  wflo_breaker_put(b);
+}
+
 /* --- out of memory -------------------------------------------------------------- */
 
 static int oom_new(void *ud) {
@@ -1566,6 +1619,7 @@ int main(void) {
       TEST(test_event_handler_reenters),
       TEST(test_with_breaker_exits),
       TEST(test_with_breaker_evaluates_once),
+      TEST(test_with_retry),
       TEST(test_oom),
       TEST(test_state_json_jansson_oom),
   };
