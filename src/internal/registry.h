@@ -13,19 +13,27 @@ typedef struct wflo__registry wflo__registry_t;
 
 typedef struct wflo__ref {
   atomic_size_t refs;
-  struct wflo__ref *next;  /* bucket chain, under the registry mutex */
+  struct wflo__ref *next; /* unused (the table is open-addressing) */
   size_t hash;
-  const char *name;        /* owned by the object; NULL for private ones */
-  wflo__registry_t *reg;   /* NULL for private objects */
+  const char *name;      /* owned by the object; NULL for private ones */
+  wflo__registry_t *reg; /* NULL for private objects */
 } wflo__ref_t;
 
+/* One slot of the open-addressing table: the name's hash next to the
+ * object, so a lookup touches only the object whose hash matches. */
+typedef struct wflo__reg_slot {
+  size_t hash;
+  wflo__ref_t *ref; /* NULL: free */
+} wflo__reg_slot_t;
+
 struct wflo__registry {
-  wflo__ref_t **buckets;
+  wflo__reg_slot_t *buckets; /* nbuckets slots, a power of two, <= half full */
   size_t nbuckets;
   size_t count;
 };
 
-#define WFLO__REGISTRY_INIT {NULL, 0, 0}
+#define WFLO__REGISTRY_INIT                                                   \
+  { NULL, 0, 0 }
 
 /* A private object starts with one reference. */
 void wflo__ref_init(wflo__ref_t *r);
