@@ -20,6 +20,7 @@ struct wflo__loop {
     wflo__timer_t *heap;
     uint64_t seq;
     uint64_t armed_due; /* due of the uv timer, UINT64_MAX when stopped */
+    bool due_now_sent;  /* an async wake-up will run timers already due */
   } loop_only;
 
   /* Any thread. */
@@ -125,9 +126,14 @@ static void heap_remove(wflo__loop_t *l, wflo__timer_t *t) {
 
 static void on_uv_timer(uv_timer_t *handle);
 
+/* Timers already due are run from the async handle, not by a zero-delay uv
+ * timer: libuv runs a timer started from a timer callback in the same pass
+ * when its delay is 0, so a chain of zero-delay re-arms would starve I/O.
+ * The async wake-up is processed in the poll phase: each link of such a
+ * chain costs one loop iteration. */
 static void rearm(wflo__loop_t *l) {
   wflo__timer_t *min = l->loop_only.heap;
-  uint64_t now, delay;
+  uint64_t now;
   if (min == NULL) {
     if (l->loop_only.armed_due != UINT64_MAX) {
       uv_timer_stop(&l->loop_only.timer);
@@ -135,36 +141,43 @@ static void rearm(wflo__loop_t *l) {
     }
     return;
   }
+  now = uv_now(l->uv);
+  if (min->due_ms <= now) {
+    if (!l->loop_only.due_now_sent) {
+      l->loop_only.due_now_sent = true;
+      uv_async_send(&l->loop_only.async);
+    }
+    return;
+  }
   if (min->due_ms == l->loop_only.armed_due)
     return;
-  now = uv_now(l->uv);
-  delay = min->due_ms > now ? min->due_ms - now : 0;
-  uv_timer_start(&l->loop_only.timer, on_uv_timer, delay, 0);
+  uv_timer_start(&l->loop_only.timer, on_uv_timer, min->due_ms - now, 0);
   l->loop_only.armed_due = min->due_ms;
 }
 
-static void on_uv_timer(uv_timer_t *handle) {
-  wflo__loop_t *l = wflo__container_of(handle, wflo__loop_t, loop_only.timer);
-  uint64_t now = uv_now(l->uv);
-  /* Timers started by the callbacks below get seq >= pass_end and wait for
-   * the next pass, so a zero-delay re-arm cannot starve the loop. Any older
-   * due timer sorts before them, so stopping at the first newer one is
-   * safe. */
-  uint64_t pass_end = l->loop_only.seq;
+/* Runs every timer due now that was started before this pass. Timers started
+ * by the callbacks get seq >= pass_end and wait for a later pass; any older
+ * due timer sorts before them, so stopping at the first newer one is safe.
+ * The caller holds an extra ref (a callback may drop the last one). */
+static void run_due_timers(wflo__loop_t *l) {
+  uint64_t now = uv_now(l->uv), pass_end = l->loop_only.seq;
   wflo__timer_t *t;
-
-  l->loop_only.armed_due = UINT64_MAX;
-  /* A callback may drop the last ref; keep the state until the pass ends. */
-  l->loop_only.refs++;
-  tl_in_callback++;
   while ((t = l->loop_only.heap) != NULL && t->due_ms <= now &&
          t->seq < pass_end) {
     heap_remove(l, t);
     t->armed = false;
     t->cb(t);
   }
-  tl_in_callback--;
   rearm(l);
+}
+
+static void on_uv_timer(uv_timer_t *handle) {
+  wflo__loop_t *l = wflo__container_of(handle, wflo__loop_t, loop_only.timer);
+  l->loop_only.armed_due = UINT64_MAX;
+  l->loop_only.refs++;
+  tl_in_callback++;
+  run_due_timers(l);
+  tl_in_callback--;
   wflo__loop_unref(l);
 }
 
@@ -216,6 +229,10 @@ static void on_async(uv_async_t *handle) {
     wflo__post_t *p = wflo__container_of(n, wflo__post_t, node);
     wflo__list_remove(n);
     p->cb(p);
+  }
+  if (l->loop_only.due_now_sent) {
+    l->loop_only.due_now_sent = false;
+    run_due_timers(l);
   }
   tl_in_callback--;
   wflo__loop_unref(l);
