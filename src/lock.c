@@ -206,7 +206,7 @@ static inline void cpu_relax(void) {
 /* BUSY is held for a handful of instructions, so spinning is cheaper than
  * sleeping; a holder that got preempted is waited out with sched_yield()
  * rather than burning a whole time slice. */
-uint64_t wflo__lock_busy_lock(wflo_lock_t *l) {
+uint64_t wflo__lock_busy_spin(wflo_lock_t *l) {
   uint64_t s = atomic_load_explicit(&l->st, memory_order_relaxed);
   unsigned spins = 0;
   for (;;) {
@@ -260,7 +260,8 @@ int wflo__permit_set_holder(wflo_lock_permit_t *p, const char *holder_id,
 void wflo__permit_drop_holder(wflo_lock_permit_t *p) {
   if (p->priv.flags & WFLO__PERMIT_OWNS_HOLDER)
     wflo__strfree((char *)(uintptr_t)p->holder_id);
-  wflo_context_put(p->priv.ctx);
+  if (p->priv.ctx != NULL)
+    wflo_context_put(p->priv.ctx);
   p->holder_id = NULL;
   p->priv.ctx = NULL;
   p->priv.flags = 0;
@@ -441,8 +442,8 @@ int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
   if (timeout_ns != 0 && wflo__in_loop_callback())
     return WFLO_E_STATE;
   /* The one place that asks the context module for the default holder. */
-  if (holder_id == NULL)
-    ctx = wflo_context_ref(wflo_context_current());
+  if (holder_id == NULL && (ctx = wflo_context_current()) != NULL)
+    wflo_context_ref(ctx);
   rc = wflo__permit_set_holder(permit, holder_id, ctx);
   if (rc != 0)
     return rc;

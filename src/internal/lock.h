@@ -105,8 +105,18 @@ static inline wflo__timer_t *wflo__req_timer(wflo_lock_req_t *r) {
 
 /* --- the BUSY bit (lock.c) ----------------------------------------------- */
 
-/* Spins until it owns BUSY; returns `st` as it was (BUSY clear). */
-uint64_t wflo__lock_busy_lock(wflo_lock_t *l);
+/* Spins until it owns BUSY; returns `st` as it was (BUSY clear). The first
+ * attempt is inline: it nearly always succeeds. */
+uint64_t wflo__lock_busy_spin(wflo_lock_t *l);
+static inline uint64_t wflo__lock_busy_lock(wflo_lock_t *l) {
+  uint64_t s = atomic_load_explicit(&l->st, memory_order_relaxed);
+  if (wflo__likely(!(s & WFLO__LOCK_BUSY)) &&
+      atomic_compare_exchange_weak_explicit(&l->st, &s, s | WFLO__LOCK_BUSY,
+                                            memory_order_acquire,
+                                            memory_order_relaxed))
+    return s;
+  return wflo__lock_busy_spin(l);
+}
 /* Stores s (BUSY cleared) into `st`: the new state and the unlock at once. */
 static inline void wflo__lock_busy_unlock(wflo_lock_t *l, uint64_t s) {
   atomic_store_explicit(&l->st, s & ~WFLO__LOCK_BUSY, memory_order_release);
