@@ -76,6 +76,19 @@ static bool holders_contain(wflo_lock_t *l, const char *id) {
   return found;
 }
 
+/* Exactly cap permits are free now: cap tries succeed, one more fails. */
+static void assert_free_permits(wflo_lock_t *l, int cap) {
+  wflo_lock_permit_t p[8];
+  int i;
+  assert_true(cap < 8);
+  for (i = 0; i < cap; i++)
+    assert_int_equal(wflo_lock_acquire(l, &p[i], NULL, 0), 0);
+  assert_int_equal(wflo_lock_acquire(l, &p[cap], NULL, 0),
+                   WFLO_E_LOCK_TIMEOUT);
+  for (i = 0; i < cap; i++)
+    assert_int_equal(wflo_lock_release(&p[i]), 0);
+}
+
 static wflo_lock_t *make_lock(const char *name, double timeout, int cap,
                               int max_waiters, double threshold) {
   wflo_lock_config_t c;
@@ -474,6 +487,7 @@ static void test_fifo_order(void **state) {
   }
   assert_int_equal(stat_int(l, "current_waiters"), 0);
   assert_int_equal(stat_int(l, "total_acquisitions"), N + 1);
+  assert_free_permits(l, 1);
   wflo_lock_put(l);
 }
 
@@ -506,6 +520,7 @@ static void test_fifo_capacity_two(void **state) {
   assert_int_equal(holders_count(l), 1);
   assert_true(holders_contain(l, "b"));
   assert_int_equal(wflo_lock_release(&b), 0);
+  assert_free_permits(l, 2);
   wflo_lock_put(l);
 }
 
@@ -575,6 +590,7 @@ static void test_timeouts(void **state) {
   /* Timeouts were not acquisitions. */
   assert_int_equal(stat_int(l, "total_acquisitions"), 2);
   assert_int_equal(holders_count(l), 0);
+  assert_free_permits(l, 1);
   wflo_test_events_uninstall();
   wflo_set_log_level(WFLO_LOG_OFF);
   wflo_lock_put(l);
@@ -610,6 +626,7 @@ static void test_timeout_leaves_queue(void **state) {
   assert_int_equal(w[0].order, 0);
   assert_int_equal(w[2].order, 1);
   assert_int_equal(stat_int(l, "timeout_count"), 1);
+  assert_free_permits(l, 1);
   wflo_lock_put(l);
 }
 

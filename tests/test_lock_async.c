@@ -52,6 +52,19 @@ static bool holders_contain(wflo_lock_t *l, const char *id) {
   return found;
 }
 
+/* Exactly cap permits are free now: cap tries succeed, one more fails. */
+static void assert_free_permits(wflo_lock_t *l, int cap) {
+  wflo_lock_permit_t p[8];
+  int i;
+  assert_true(cap < 8);
+  for (i = 0; i < cap; i++)
+    assert_int_equal(wflo_lock_acquire(l, &p[i], NULL, 0), 0);
+  assert_int_equal(wflo_lock_acquire(l, &p[cap], NULL, 0),
+                   WFLO_E_LOCK_TIMEOUT);
+  for (i = 0; i < cap; i++)
+    assert_int_equal(wflo_lock_release(&p[i]), 0);
+}
+
 static wflo_lock_t *make_lock(double timeout, int cap, int max_waiters) {
   wflo_lock_config_t c;
   wflo_lock_t *l = NULL;
@@ -162,6 +175,7 @@ static void test_one_loop(void **state) {
   assert_int_equal(stat_int(l, "total_acquisitions"), 3);
   assert_int_equal(stat_int(l, "current_waiters"), 0);
   close_loop(&loop);
+  assert_free_permits(l, 1);
   wflo_lock_put(l);
 }
 
@@ -347,6 +361,7 @@ static void test_async_timeouts(void **state) {
   wflo_test_events_uninstall();
   wflo_set_log_level(WFLO_LOG_OFF);
   close_loop(&loop);
+  assert_free_permits(l, 1);
   wflo_lock_put(l);
 }
 
@@ -406,6 +421,7 @@ static void test_cancel(void **state) {
   memset(&zero, 0, sizeof(zero));
   assert_int_equal(wflo_lock_cancel(&zero), WFLO_E_STATE);
   close_loop(&loop);
+  assert_free_permits(l, 1);
   wflo_lock_put(l);
 }
 
@@ -442,6 +458,7 @@ static void test_cancel_from_callback(void **state) {
   assert_int_equal(b.seen.status, WFLO_E_CANCELED);
   assert_int_equal(stat_int(l, "total_acquisitions"), 1);
   close_loop(&loop);
+  assert_free_permits(l, 1);
   wflo_lock_put(l);
 }
 
@@ -507,6 +524,7 @@ static void test_two_loops(void **state) {
   assert_int_equal(stat_int(l, "total_acquisitions"), 3);
   wflo_test_loop_close(&b.loop);
   close_loop(&a_loop);
+  assert_free_permits(l, 1);
   wflo_lock_put(l);
 }
 
@@ -597,6 +615,7 @@ static void test_fifo_sync_and_async(void **state) {
   assert_int_equal(s[1].order, 3);
   assert_int_equal(f.r[0].seen.calls + f.r[1].seen.calls, 2);
   close_loop(&f.loop);
+  assert_free_permits(l, 1);
   wflo_lock_put(l);
 }
 
