@@ -35,8 +35,8 @@ int wflo_lock_config_validate(const wflo_lock_config_t *c, char *errbuf,
   if (rc == 0)
     rc = wflo__check_duration(what, "contention_threshold",
                               c->contention_threshold, errbuf, len);
-  if (rc == 0 && (c->max_concurrent < 1 ||
-                  c->max_concurrent > WFLO_LOCK_CONCURRENT_MAX))
+  if (rc == 0 &&
+      (c->max_concurrent < 1 || c->max_concurrent > WFLO_LOCK_CONCURRENT_MAX))
     rc = wflo__config_invalid(
         what, "max_concurrent",
         "must be between 1 and WFLO_LOCK_CONCURRENT_MAX (1000000000)", errbuf,
@@ -179,8 +179,7 @@ int wflo_lock_get(const char *name, const wflo_lock_config_t *c,
   if (rc != 0)
     return rc;
   l = wflo__container_of(r, wflo_lock_t, ref);
-  if (!created && !config_same(&l->cfg, c) &&
-      wflo__event_on(WFLO_LOG_WARN))
+  if (!created && !config_same(&l->cfg, c) && wflo__event_on(WFLO_LOG_WARN))
     wflo__emit("config_conflict", WFLO_LOG_WARN,
                wflo__json_obj("what", wflo__json_string(what), "name",
                               wflo__json_string(name), NULL));
@@ -211,10 +210,9 @@ uint64_t wflo__lock_busy_spin(wflo_lock_t *l) {
   unsigned spins = 0;
   for (;;) {
     if (!(s & WFLO__LOCK_BUSY)) {
-      if (atomic_compare_exchange_weak_explicit(&l->st, &s,
-                                                s | WFLO__LOCK_BUSY,
-                                                memory_order_acquire,
-                                                memory_order_relaxed))
+      if (atomic_compare_exchange_weak_explicit(
+              &l->st, &s, s | WFLO__LOCK_BUSY, memory_order_acquire,
+              memory_order_relaxed))
         return s;
       continue;
     }
@@ -300,8 +298,7 @@ static void emit_wait(const char *name, wflo_log_level_t level,
 
 void wflo__lock_emit_contention(const wflo_lock_t *l, const char *holder,
                                 uint64_t wait_ns) {
-  emit_wait("resource_contention_detected", WFLO_LOG_WARN, l, holder,
-            wait_ns);
+  emit_wait("resource_contention_detected", WFLO_LOG_WARN, l, holder, wait_ns);
 }
 
 void wflo__lock_emit_timeout(const wflo_lock_t *l, const char *holder,
@@ -348,7 +345,8 @@ static void hold(wflo_lock_t *l, wflo_lock_permit_t *p) {
 
 /* Waits on w->cond until granted or the real-time deadline passes. Returns
  * true when granted. */
-static bool wait_granted(wflo_lock_t *l, sync_waiter_t *w, uint64_t timeout_ns) {
+static bool wait_granted(wflo_lock_t *l, sync_waiter_t *w,
+                         uint64_t timeout_ns) {
   uint64_t deadline = 0, now;
   if (timeout_ns != UINT64_MAX)
     deadline = uv_hrtime() + timeout_ns;
@@ -468,8 +466,7 @@ int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
  * first waiter. Returns the binding to post for an async waiter, and sets
  * *wake for a sync one. Returns the new `st`. */
 static uint64_t hand_over(wflo_lock_t *l, uint64_t s, uint64_t now_ns,
-                          sync_waiter_t **wake,
-                          wflo__lock_binding_t **post) {
+                          sync_waiter_t **wake, wflo__lock_binding_t **post) {
   wflo__list_t *n = wflo__list_first(&l->synced.waiters);
   wflo_lock_permit_t *w = wflo__link_permit(n);
   uint64_t start_ns;
@@ -489,8 +486,8 @@ static uint64_t hand_over(wflo_lock_t *l, uint64_t s, uint64_t now_ns,
   } else {
     /* An async waiter keeps its start time in wait_time (ns, as double). */
     start_ns = (uint64_t)w->wait_time;
-    *post = wflo__lock_grant_async(l, w, now_ns > start_ns ? now_ns - start_ns
-                                                           : 0);
+    *post = wflo__lock_grant_async(l, w,
+                                   now_ns > start_ns ? now_ns - start_ns : 0);
   }
   return s;
 }
@@ -564,9 +561,8 @@ static json_t *holders_json(wflo_lock_t *l) {
   if (arr == NULL)
     return NULL;
   wflo__list_foreach(n, &l->busy_only.holders) {
-    if (json_array_append_new(arr,
-                              wflo__json_string(wflo__link_permit(n)->holder_id))
-        != 0)
+    if (json_array_append_new(
+            arr, wflo__json_string(wflo__link_permit(n)->holder_id)) != 0)
       goto fail_free_arr;
   }
   if (wflo__lock_pending_holders(l, arr) != 0)
@@ -609,9 +605,8 @@ json_t *wflo_lock_stats_json(wflo_lock_t *l) {
       json_integer((json_int_t)v.total), "contention_count",
       json_integer((json_int_t)v.contention), "contention_rate",
       wflo__json_real(rate), "avg_wait_time_seconds", wflo__json_real(avg),
-      "max_wait_time_seconds",
-      wflo__json_real(wflo__ns_to_s(v.wait_max_ns)), "current_holders",
-      holders, "concurrent_capacity",
+      "max_wait_time_seconds", wflo__json_real(wflo__ns_to_s(v.wait_max_ns)),
+      "current_holders", holders, "concurrent_capacity",
       json_integer((json_int_t)l->cfg.max_concurrent), "timeout_count",
       json_integer((json_int_t)v.timeouts), "current_waiters",
       json_integer((json_int_t)v.waiters), NULL);

@@ -11,7 +11,8 @@
 #include "internal/config.h"
 #include "internal/context.h"
 
-_Static_assert(sizeof(wflo__timer_t) <= sizeof(((wflo_lock_req_t *)0)->priv.timer),
+_Static_assert(sizeof(wflo__timer_t) <=
+                   sizeof(((wflo_lock_req_t *)0)->priv.timer),
                "wflo_lock_req_t.priv.timer is too small");
 _Static_assert(_Alignof(wflo__timer_t) <= _Alignof(uint64_t),
                "wflo_lock_req_t.priv.timer is misaligned");
@@ -158,8 +159,7 @@ static void complete_granted(wflo_lock_t *l, wflo_lock_req_t *req) {
    * reference: keep the context alive while it is current. */
   wflo_context_t *ctx = wflo_context_ref(p->priv.ctx);
   if (p->priv.flags & WFLO__PERMIT_CONTENDED)
-    wflo__lock_emit_contention(l, p->holder_id,
-                               wflo__s_to_ns(p->wait_time));
+    wflo__lock_emit_contention(l, p->holder_id, wflo__s_to_ns(p->wait_time));
   p->priv.aux = NULL;
   run_cb(req, 0, ctx);
   wflo_context_put(ctx);
@@ -291,8 +291,7 @@ static int enqueue(wflo_lock_t *l, wflo__lock_binding_t *b,
     *post = ready_push(b, p, WFLO__PERMIT_GRANTED);
     return 0;
   }
-  if (timeout_ns == 0 ||
-      l->synced.nwaiters >= (size_t)l->cfg.max_waiters) {
+  if (timeout_ns == 0 || l->synced.nwaiters >= (size_t)l->cfg.max_waiters) {
     wflo__lock_busy_unlock(l, s);
     if (timeout_ns != 0)
       return WFLO_E_QUEUE_FULL;
@@ -364,8 +363,8 @@ int wflo_lock_acquire_async(uv_loop_t *loop, wflo_lock_t *l,
     /* A grant racing with this is delivered by a post that runs on this
      * thread, after this call: it will find the timer armed and stop it. */
     if (queued && timeout_ns != UINT64_MAX)
-      wflo__timer_start(b->loop, wflo__req_timer(req),
-                        wflo__loop_delay_ms(ts), on_timeout);
+      wflo__timer_start(b->loop, wflo__req_timer(req), wflo__loop_delay_ms(ts),
+                        on_timeout);
     if (post)
       wflo__lock_post_binding(b);
     return 0;

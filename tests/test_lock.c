@@ -112,7 +112,8 @@ static void test_defaults(void **state) {
   wflo_lock_config_init(&c);
   assert_true(c.timeout == WFLO_LOCK_DEFAULT_TIMEOUT);
   assert_true(c.timeout == 30.0);
-  assert_true(c.contention_threshold == WFLO_LOCK_DEFAULT_CONTENTION_THRESHOLD);
+  assert_true(c.contention_threshold ==
+              WFLO_LOCK_DEFAULT_CONTENTION_THRESHOLD);
   assert_true(c.contention_threshold == 5.0);
   assert_int_equal(c.max_concurrent, WFLO_LOCK_DEFAULT_MAX_CONCURRENT);
   assert_int_equal(c.max_concurrent, 1);
@@ -138,8 +139,8 @@ static void expect_invalid(const wflo_lock_config_t *c, const char *field) {
   assert_non_null(ev);
   assert_string_equal(json_string_value(json_object_get(ev->fields, "what")),
                       "lock");
-  assert_string_equal(
-      json_string_value(json_object_get(ev->fields, "field")), field);
+  assert_string_equal(json_string_value(json_object_get(ev->fields, "field")),
+                      field);
   assert_int_equal(wflo_lock_new("x", c, &l), WFLO_E_INVAL);
   assert_null(l);
   assert_int_equal(wflo_lock_get("x", c, &l), WFLO_E_INVAL);
@@ -350,15 +351,13 @@ static void test_concurrent_capacity(void **state) {
   (void)state;
   for (i = 0; i < 3; i++)
     assert_int_equal(wflo_lock_acquire(l, &p[i], NULL, 0), 0);
-  assert_int_equal(wflo_lock_acquire(l, &p[3], NULL, 0),
-                   WFLO_E_LOCK_TIMEOUT);
+  assert_int_equal(wflo_lock_acquire(l, &p[3], NULL, 0), WFLO_E_LOCK_TIMEOUT);
   assert_int_equal(holders_count(l), 3);
   assert_int_equal(stat_int(l, "concurrent_capacity"), 3);
   /* Release out of order; each frees exactly one permit. */
   assert_int_equal(wflo_lock_release(&p[1]), 0);
   assert_int_equal(wflo_lock_acquire(l, &p[1], NULL, 0), 0);
-  assert_int_equal(wflo_lock_acquire(l, &p[3], NULL, 0),
-                   WFLO_E_LOCK_TIMEOUT);
+  assert_int_equal(wflo_lock_acquire(l, &p[3], NULL, 0), WFLO_E_LOCK_TIMEOUT);
   for (i = 0; i < 3; i++)
     assert_int_equal(wflo_lock_release(&p[i]), 0);
   assert_int_equal(holders_count(l), 0);
@@ -547,15 +546,14 @@ static void test_timeouts(void **state) {
   assert_int_equal(json_object_size(ev->fields), 3);
   assert_string_equal(
       json_string_value(json_object_get(ev->fields, "resource_name")), "to");
-  assert_string_equal(
-      json_string_value(json_object_get(ev->fields, "holder")), "late");
-  assert_true(json_real_value(json_object_get(ev->fields,
-                                              "wait_time_seconds")) >= 0.029);
+  assert_string_equal(json_string_value(json_object_get(ev->fields, "holder")),
+                      "late");
+  assert_true(json_real_value(
+                  json_object_get(ev->fields, "wait_time_seconds")) >= 0.029);
 
   /* A per-call timeout overrides the default, both ways. */
   t0 = uv_hrtime();
-  assert_int_equal(wflo_lock_acquire(l, &p, NULL, 0.005),
-                   WFLO_E_LOCK_TIMEOUT);
+  assert_int_equal(wflo_lock_acquire(l, &p, NULL, 0.005), WFLO_E_LOCK_TIMEOUT);
   waited = (double)(uv_hrtime() - t0) / 1e9;
   assert_true(waited >= 0.004 && waited < 0.029);
   t0 = uv_hrtime();
@@ -712,8 +710,8 @@ static void test_contention(void **state) {
   assert_int_equal(json_object_size(ev->fields), 3);
   assert_string_equal(
       json_string_value(json_object_get(ev->fields, "resource_name")), "cont");
-  assert_string_equal(
-      json_string_value(json_object_get(ev->fields, "holder")), "slow");
+  assert_string_equal(json_string_value(json_object_get(ev->fields, "holder")),
+                      "slow");
   assert_true(json_real_value(json_object_get(
                   ev->fields, "wait_time_seconds")) == w.wait_time);
 
@@ -761,9 +759,9 @@ static void test_wait_below_threshold(void **state) {
 
 static void test_stats_keys(void **state) {
   static const char *const keys[] = {
-      "resource_name",         "total_acquisitions",    "contention_count",
-      "contention_rate",       "avg_wait_time_seconds", "max_wait_time_seconds",
-      "current_holders",       "concurrent_capacity",   "timeout_count",
+      "resource_name",   "total_acquisitions",    "contention_count",
+      "contention_rate", "avg_wait_time_seconds", "max_wait_time_seconds",
+      "current_holders", "concurrent_capacity",   "timeout_count",
       "current_waiters"};
   wflo_lock_t *l = make_lock("keys", 30, 3, 16, 5), *u;
   wflo_lock_permit_t a, b;
@@ -779,8 +777,8 @@ static void test_stats_keys(void **state) {
   assert_string_equal(json_string_value(json_object_get(j, "resource_name")),
                       "keys");
   assert_true(json_is_integer(json_object_get(j, "total_acquisitions")));
-  assert_int_equal(json_integer_value(json_object_get(j, "total_acquisitions")),
-                   2);
+  assert_int_equal(
+      json_integer_value(json_object_get(j, "total_acquisitions")), 2);
   assert_true(json_is_integer(json_object_get(j, "contention_count")));
   assert_true(json_is_real(json_object_get(j, "contention_rate")));
   assert_true(json_is_real(json_object_get(j, "avg_wait_time_seconds")));
@@ -805,8 +803,8 @@ static void test_stats_keys(void **state) {
   j = stats(u);
   assert_true(json_is_null(json_object_get(j, "resource_name")));
   assert_true(json_real_value(json_object_get(j, "contention_rate")) == 0.0);
-  assert_true(
-      json_real_value(json_object_get(j, "avg_wait_time_seconds")) == 0.0);
+  assert_true(json_real_value(json_object_get(j, "avg_wait_time_seconds")) ==
+              0.0);
   assert_int_equal(json_array_size(json_object_get(j, "current_holders")), 0);
   json_decref(j);
   /* Invalid UTF-8 in an id is replaced, never dropped. */
@@ -1004,7 +1002,8 @@ static void test_stats_json_oom(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
+#define T(f)                                                                  \
+  cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
       T(test_defaults),
       T(test_bad_configs),
       T(test_config_from_json),

@@ -148,9 +148,8 @@ static void test_one_loop(void **state) {
   assert_int_equal(uv_loop_init(&loop), 0);
   for (i = 0; i < 3; i++) {
     item_init(&it[i], &seq, true);
-    assert_int_equal(wflo_lock_acquire_async(&loop, l, &it[i].req, ids[i],
-                                             -1, on_done),
-                     0);
+    assert_int_equal(
+        wflo_lock_acquire_async(&loop, l, &it[i].req, ids[i], -1, on_done), 0);
     /* Never from inside the call, even with a free permit. */
     assert_int_equal(it[i].seen.calls, 0);
   }
@@ -235,9 +234,9 @@ static void test_reuse_in_callback(void **state) {
   item_init(&it, NULL, false);
   it.req.data = &loop;
   reuse_left = 5;
-  assert_int_equal(wflo_lock_acquire_async(&loop, reuse_lock, &it.req, NULL,
-                                           -1, on_reuse),
-                   0);
+  assert_int_equal(
+      wflo_lock_acquire_async(&loop, reuse_lock, &it.req, NULL, -1, on_reuse),
+      0);
   /* data is the user's: acquire_async leaves it alone. */
   assert_ptr_equal(it.req.data, &loop);
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -343,20 +342,20 @@ static void test_async_timeouts(void **state) {
   assert_int_equal(stat_int(l, "total_acquisitions"), 3);
   assert_int_equal(wflo_test_events_count("resource_lock_timeout"), 2);
   ev = wflo_test_events_get("resource_lock_timeout", 0);
-  assert_string_equal(
-      json_string_value(json_object_get(ev->fields, "holder")), "try");
+  assert_string_equal(json_string_value(json_object_get(ev->fields, "holder")),
+                      "try");
   assert_true(json_real_value(
                   json_object_get(ev->fields, "wait_time_seconds")) == 0.0);
   ev = wflo_test_events_get("resource_lock_timeout", 1);
-  assert_string_equal(
-      json_string_value(json_object_get(ev->fields, "holder")), "dflt");
+  assert_string_equal(json_string_value(json_object_get(ev->fields, "holder")),
+                      "dflt");
   assert_true(json_real_value(
                   json_object_get(ev->fields, "wait_time_seconds")) >= 0.019);
   /* Both granted waits exceeded the 1 ms threshold. */
   assert_int_equal(wflo_test_events_count("resource_contention_detected"), 2);
   ev = wflo_test_events_get("resource_contention_detected", 0);
-  assert_string_equal(
-      json_string_value(json_object_get(ev->fields, "holder")), "longer");
+  assert_string_equal(json_string_value(json_object_get(ev->fields, "holder")),
+                      "longer");
   assert_int_equal(stat_int(l, "contention_count"), 2);
   wflo_test_events_uninstall();
   wflo_set_log_level(WFLO_LOG_OFF);
@@ -541,19 +540,17 @@ typedef struct fifo_ctx {
 
 static void on_kick(uv_async_t *h) {
   fifo_ctx_t *f = h->data;
-  WFLO_TEST_THREAD_CHECK(wflo_lock_acquire_async(&f->loop, f->lock,
-                                                 &f->r[1].req, "async-2",
-                                                 WFLO_WAIT_FOREVER,
-                                                 on_done) == 0);
+  WFLO_TEST_THREAD_CHECK(
+      wflo_lock_acquire_async(&f->loop, f->lock, &f->r[1].req, "async-2",
+                              WFLO_WAIT_FOREVER, on_done) == 0);
   uv_close((uv_handle_t *)h, NULL);
 }
 
 static void run_fifo_loop(void *arg) {
   fifo_ctx_t *f = arg;
-  WFLO_TEST_THREAD_CHECK(wflo_lock_acquire_async(&f->loop, f->lock,
-                                                 &f->r[0].req, "async-1",
-                                                 WFLO_WAIT_FOREVER,
-                                                 on_done) == 0);
+  WFLO_TEST_THREAD_CHECK(
+      wflo_lock_acquire_async(&f->loop, f->lock, &f->r[0].req, "async-1",
+                              WFLO_WAIT_FOREVER, on_done) == 0);
   atomic_store(&f->started, 1);
   WFLO_TEST_THREAD_CHECK(uv_run(&f->loop, UV_RUN_DEFAULT) == 0);
 }
@@ -765,8 +762,7 @@ static int oom_async(void *ud) {
     WFLO_TEST_THREAD_CHECK(wflo_lock_acquire(l, &held, NULL, 0) == 0);
   rc = wflo_lock_acquire_async(&loop, l, &r1, "holder-1", 5, on_oom);
   if (rc == 0)
-    rc2 = wflo_lock_acquire_async(&loop, l, &r2, NULL, 5,
-                                  on_oom_release_held);
+    rc2 = wflo_lock_acquire_async(&loop, l, &r2, NULL, 5, on_oom_release_held);
   if (o->waits)
     WFLO_TEST_THREAD_CHECK(wflo_lock_release(&held) == 0);
   WFLO_TEST_THREAD_CHECK(uv_run(&loop, UV_RUN_DEFAULT) == 0);
@@ -792,7 +788,8 @@ static void test_oom(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
+#define T(f)                                                                  \
+  cmocka_unit_test_setup_teardown(f, wflo_test_setup, wflo_test_teardown)
       T(test_one_loop),
       T(test_many_grants),
       T(test_reuse_in_callback),

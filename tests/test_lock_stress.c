@@ -20,7 +20,7 @@
 
 #define ACQUISITIONS 1000000
 #define CAPACITY 2
-#define ACTORS 6 /* 0-3: threads, 4-5: loops */
+#define ACTORS 6      /* 0-3: threads, 4-5: loops */
 #define OUTSTANDING 8 /* requests in flight per loop */
 
 enum { LOOP_A = 4, LOOP_B = 5 };
@@ -134,8 +134,7 @@ static void start(loop_actor_t *a, wflo_lock_req_t *req) {
   double timeout = a->me == LOOP_B ? 0.001 : WFLO_WAIT_FOREVER;
   int rc;
   req->data = a;
-  rc = wflo_lock_acquire_async(&a->loop, lock, req, NULL, timeout,
-                               on_result);
+  rc = wflo_lock_acquire_async(&a->loop, lock, req, NULL, timeout, on_result);
   WFLO_TEST_THREAD_CHECK(rc == 0);
   if (rc != 0)
     return;
@@ -192,8 +191,8 @@ static void test_stress(void **state) {
 
   j = wflo_lock_stats_json(lock);
   assert_non_null(j);
-  assert_int_equal(json_integer_value(json_object_get(j, "total_acquisitions")),
-                   sum);
+  assert_int_equal(
+      json_integer_value(json_object_get(j, "total_acquisitions")), sum);
   assert_int_equal(json_integer_value(json_object_get(j, "timeout_count")),
                    atomic_load(&timeouts));
   assert_int_equal(json_array_size(json_object_get(j, "current_holders")), 0);

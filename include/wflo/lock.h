@@ -300,17 +300,16 @@ WFLO_EXTERN json_t *wflo_lock_stats_json(wflo_lock_t *l);
 #else
 #define WFLO_WITH_LOCK(l, rc) WFLO__WITH_LOCK(l, rc, __LINE__)
 #endif
+#define WFLO__LCK_P(n) WFLO__LCK_CAT(wflo__lck_permit_, n)
+#define WFLO__LCK_GO(n) WFLO__LCK_CAT(wflo__lck_go_, n)
 #define WFLO__WITH_LOCK(l, rc, n)                                             \
-  for (wflo_lock_permit_t WFLO__LCK_CAT(wflo__lck_permit_, n)                 \
-           WFLO__LCK_CLEANUP,                                                 \
-       *WFLO__LCK_CAT(wflo__lck_go_, n) =                                     \
-           ((rc) = wflo_lock_acquire((l), &WFLO__LCK_CAT(wflo__lck_permit_, n), \
-                                     NULL, -1.0)) == 0                        \
-               ? &WFLO__LCK_CAT(wflo__lck_permit_, n)                         \
+  for (wflo_lock_permit_t WFLO__LCK_P(n) WFLO__LCK_CLEANUP,                   \
+       *WFLO__LCK_GO(n) =                                                     \
+           ((rc) = wflo_lock_acquire((l), &WFLO__LCK_P(n), NULL, -1.0)) == 0  \
+               ? &WFLO__LCK_P(n)                                              \
                : NULL;                                                        \
-       WFLO__LCK_CAT(wflo__lck_go_, n) != NULL;                               \
-       WFLO__LCK_CAT(wflo__lck_go_, n) = NULL,                                \
-       (void)wflo_lock_release(&WFLO__LCK_CAT(wflo__lck_permit_, n)))
+       WFLO__LCK_GO(n) != NULL;                                               \
+       WFLO__LCK_GO(n) = NULL, (void)wflo_lock_release(&WFLO__LCK_P(n)))
 
 #ifdef __cplusplus
 }

@@ -36,9 +36,9 @@ enum {
   WFLO__PERMIT_RELEASED = 0x4c4b0a05,  /* released: releasing again is STATE */
   WFLO__PERMIT_WAIT_SYNC = 0x4c4b0a07, /* queued; priv.aux: sync waiter */
   WFLO__PERMIT_WAIT_ASYNC = 0x4c4b0a09, /* queued; priv.aux: binding */
-  WFLO__PERMIT_GRANTED = 0x4c4b0a0b,   /* async grant decided, cb pending */
-  WFLO__PERMIT_CANCELED = 0x4c4b0a0d,  /* async cancel decided, cb pending */
-  WFLO__PERMIT_DONE = 0x4c4b0a0f       /* async finished without a permit */
+  WFLO__PERMIT_GRANTED = 0x4c4b0a0b,    /* async grant decided, cb pending */
+  WFLO__PERMIT_CANCELED = 0x4c4b0a0d,   /* async cancel decided, cb pending */
+  WFLO__PERMIT_DONE = 0x4c4b0a0f        /* async finished without a permit */
 };
 
 /* permit.priv.flags */
@@ -50,16 +50,16 @@ enum {
  * request needs no wake-up item of its own. Created by the first async
  * acquire from the loop, freed when no request of it is pending. */
 typedef struct wflo__lock_binding {
-  wflo__list_t node;   /* in lock->synced.bindings */
-  wflo__list_t ready;  /* decided requests (permit.priv.link), in order */
+  wflo__list_t node;  /* in lock->synced.bindings */
+  wflo__list_t ready; /* decided requests (permit.priv.link), in order */
   size_t nready;
-  size_t refs;         /* pending requests (each also holds a loop ref) */
-  bool posted;         /* post queued and not yet started */
+  size_t refs; /* pending requests (each also holds a loop ref) */
+  bool posted; /* post queued and not yet started */
   /* Immutable; `loop` is valid while refs > 0. */
-  wflo_lock_t *lock;   /* holds a reference on it */
+  wflo_lock_t *lock; /* holds a reference on it */
   uv_loop_t *uv;
   wflo__loop_t *loop;
-  wflo__post_t post;   /* loop thread */
+  wflo__post_t post; /* loop thread */
 } wflo__lock_binding_t;
 
 struct wflo_lock_s {
