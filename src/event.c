@@ -2,6 +2,7 @@
  * which events are dropped before any JSON is built, and a default handler
  * writing JSON lines to stderr. */
 #include "internal/common.h"
+#include "internal/config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,9 +77,10 @@ static void default_handler(const wflo_event_t *ev) {
   json_object_set_new(line, "ts", json_real((double)ts.tv_sec +
                                             (double)ts.tv_nsec / 1e9));
   json_object_set_new(line, "level", json_string(level_names[ev->level]));
-  json_object_set_new(line, "event", json_string(ev->name));
-  /* json_object_update only reads its second argument. */
-  json_object_update(line, (json_t *)(uintptr_t)ev->fields);
+  json_object_set_new(line, "event", wflo__json_string(ev->name));
+  /* Fields never overwrite the line's own keys. json_object_update_missing
+   * only reads its second argument. */
+  json_object_update_missing(line, (json_t *)(uintptr_t)ev->fields);
   text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
   json_decref(line);
   if (text == NULL)

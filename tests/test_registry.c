@@ -42,7 +42,7 @@ static void put_obj(obj_t *o) {
 
 static obj_t *get_obj(wflo__registry_t *reg, const char *name, int v,
                       bool *created) {
-  wflo__ref_t *r;
+  wflo__ref_t *r = NULL;
   bool c;
   if (wflo__registry_get(reg, name, create_obj, &v, &r, &c) != 0)
     return NULL;
@@ -121,7 +121,7 @@ static void test_growth_and_snapshot(void **state) {
 
 static void test_private_refs(void **state) {
   obj_t *o;
-  wflo__ref_t *r;
+  wflo__ref_t *r = NULL;
   (void)state;
   assert_int_equal(create_obj("p", NULL, &r), 0);
   o = wflo__container_of(r, obj_t, ref);

@@ -1,0 +1,32 @@
+# The HTTP client (examples/support/llm_client.c), its example and its test.
+# Included by the top-level CMakeLists.txt after the example and test targets
+# exist: examples/llm_http.c and tests/test_http.c include <curl/curl.h>, so
+# the generic loops already made them and linked libcurl; this adds the
+# client library they share, and the fake server the example runs against.
+
+if(TARGET PkgConfig::WFLO_CURL AND (TARGET llm_http OR TARGET test_http))
+  set(_http_dir "${PROJECT_SOURCE_DIR}/examples/support")
+
+  add_library(wflo_llm_client STATIC "${_http_dir}/llm_client.c")
+  target_include_directories(wflo_llm_client PUBLIC "${_http_dir}")
+  target_link_libraries(wflo_llm_client
+                        PUBLIC wflo_static PkgConfig::WFLO_CURL)
+  wflo_target_defaults(wflo_llm_client)
+
+  if(TARGET llm_http)
+    target_sources(llm_http PRIVATE
+                   "${PROJECT_SOURCE_DIR}/tests/support/fake_llm.c")
+    target_include_directories(llm_http PRIVATE
+                               "${PROJECT_SOURCE_DIR}/tests/support")
+    target_link_libraries(llm_http PRIVATE wflo_llm_client)
+    if(PROJECT_IS_TOP_LEVEL AND BUILD_TESTING)
+      add_test(NAME example_llm_http COMMAND $<TARGET_FILE:llm_http>)
+      set_tests_properties(example_llm_http PROPERTIES
+                           LABELS "example;threads" TIMEOUT 60)
+    endif()
+  endif()
+
+  if(TARGET test_http)
+    target_link_libraries(test_http PRIVATE wflo_llm_client)
+  endif()
+endif()
