@@ -14,8 +14,6 @@
 
 #define WFLO_UNUSED(x) ((void)(x))
 #define WFLO_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-/* Through void *: the member's address already has the struct's alignment,
- * which -Wcast-align cannot see through a char * cast. */
 #define wflo__container_of(ptr, type, member)                                 \
   ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
