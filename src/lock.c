@@ -10,6 +10,14 @@
 
 static const char what[] = "lock";
 
+/* Keeps the waiting paths out of line, so the uncontended acquire and
+ * release stay small leaf-like functions (no big frame to set up). */
+#if defined(__GNUC__) || defined(__clang__)
+#define SLOW_PATH __attribute__((noinline, cold))
+#else
+#define SLOW_PATH
+#endif
+
 static const char anonymous[] = "anonymous";
 
 /* --- config ------------------------------------------------------------------ */
@@ -363,8 +371,8 @@ static bool wait_granted(wflo_lock_t *l, sync_waiter_t *w,
   return true;
 }
 
-static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
-                        uint64_t timeout_ns) {
+SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
+                                  uint64_t timeout_ns) {
   sync_waiter_t w;
   uint64_t s, wait_ns;
   int rc;
@@ -425,27 +433,46 @@ static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
   return WFLO_E_LOCK_TIMEOUT;
 }
 
+/* Fills in the holder id (cur: the current context when holder_id is NULL);
+ * the rest of the permit is set by the caller. */
+static int set_holder(wflo_lock_permit_t *p, const char *holder_id,
+                      wflo_context_t *cur) {
+  p->priv.flags = 0;
+  p->priv.ctx = NULL;
+  if (holder_id != NULL)
+    return wflo__permit_set_holder(p, holder_id, NULL);
+  if (cur == NULL) {
+    p->holder_id = anonymous;
+    return 0;
+  }
+  return wflo__permit_set_holder(p, NULL, wflo_context_ref(cur));
+}
+
 int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
                       const char *holder_id, double timeout_s) {
-  wflo_context_t *ctx = NULL;
+  /* The one place that asks the context module for the default holder;
+   * asked first, while nothing else is live in registers. */
+  wflo_context_t *cur = holder_id == NULL ? wflo_context_current() : NULL;
   uint64_t timeout_ns, s;
   double ts;
   int rc;
 
   if (permit == NULL)
     return WFLO_E_INVAL;
-  wflo__permit_reset(permit);
-  if (l == NULL || wflo__lock_timeout(l, timeout_s, &timeout_ns, &ts) != 0)
-    return WFLO_E_INVAL;
-  if (timeout_ns != 0 && wflo__in_loop_callback())
-    return WFLO_E_STATE;
-  /* The one place that asks the context module for the default holder. */
-  if (holder_id == NULL && (ctx = wflo_context_current()) != NULL)
-    wflo_context_ref(ctx);
-  rc = wflo__permit_set_holder(permit, holder_id, ctx);
-  if (rc != 0)
+  rc = l == NULL ? WFLO_E_INVAL
+                 : wflo__lock_timeout(l, timeout_s, &timeout_ns, &ts);
+  if (rc == 0 && timeout_ns != 0 && wflo__in_loop_callback())
+    rc = WFLO_E_STATE;
+  if (rc == 0)
+    rc = set_holder(permit, holder_id, cur);
+  if (wflo__unlikely(rc != 0)) {
+    wflo__permit_reset(permit);
     return rc;
+  }
+  permit->wait_time = 0.0;
 
+  /* Only the fields a held permit needs are written here: this is the
+   * uncontended path, one compare-and-swap and one store on the lock. */
   s = wflo__lock_busy_lock(l);
   if (wflo__likely(!(s & WFLO__LOCK_FASTOFF) && s >= WFLO__LOCK_ONE)) {
     hold(l, permit);
@@ -454,9 +481,12 @@ int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
     return 0;
   }
   wflo__lock_busy_unlock(l, s);
+  permit->priv.aux = NULL;
   rc = acquire_slow(l, permit, timeout_ns);
-  if (rc != 0)
+  if (rc != 0) {
     wflo__permit_drop_holder(permit);
+    wflo__permit_reset(permit);
+  }
   return rc;
 }
 
@@ -492,7 +522,7 @@ static uint64_t hand_over(wflo_lock_t *l, uint64_t s, uint64_t now_ns,
   return s;
 }
 
-static void release_slow(wflo_lock_t *l, wflo_lock_permit_t *p) {
+SLOW_PATH static void release_slow(wflo_lock_t *l, wflo_lock_permit_t *p) {
   sync_waiter_t *wake = NULL;
   wflo__lock_binding_t *post = NULL;
   uint64_t s, now_ns;
@@ -529,7 +559,9 @@ int wflo_lock_release(wflo_lock_permit_t *permit) {
   l = permit->priv.lock;
   s = wflo__lock_busy_lock(l);
   if (wflo__likely(!(s & WFLO__LOCK_FASTOFF))) {
-    wflo__list_remove(wflo__permit_link(permit));
+    wflo__list_t *n = wflo__permit_link(permit);
+    n->prev->next = n->next; /* unlinked for good: no need to self-link */
+    n->next->prev = n->prev;
     wflo__lock_busy_unlock(l, s + WFLO__LOCK_ONE);
   } else {
     wflo__lock_busy_unlock(l, s);
@@ -537,7 +569,10 @@ int wflo_lock_release(wflo_lock_permit_t *permit) {
   }
   permit->priv.state = WFLO__PERMIT_RELEASED;
   permit->priv.lock = NULL;
-  wflo__permit_drop_holder(permit);
+  if (wflo__likely((permit->priv.flags | (uintptr_t)permit->priv.ctx) == 0))
+    permit->holder_id = NULL;
+  else
+    wflo__permit_drop_holder(permit);
   return 0;
 }
 
