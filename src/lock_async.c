@@ -20,8 +20,10 @@ _Static_assert(sizeof(wflo__list_t) ==
                    sizeof(((wflo_lock_permit_t *)0)->priv.link),
                "wflo_lock_permit_t.priv.link has the wrong size");
 
-/* Requests delivered per round with the mutex held once. */
+/* Requests delivered per round with the mutex held once, and per wake-up
+ * of the loop. */
 #define BATCH 64
+#define DELIVERY_BUDGET 256
 
 static void on_post(wflo__post_t *post);
 static void on_timeout(wflo__timer_t *t);
@@ -226,53 +228,61 @@ static size_t take_batch(wflo_lock_t *l, wflo__lock_binding_t *b,
   return k;
 }
 
-/* Delivers what was ready when it started, in rounds of BATCH; requests
- * made ready by the callbacks wait for the next post, so a busy lock never
- * starves the rest of the loop. */
+static void deliver(wflo_lock_t *l, wflo__loop_t *loop,
+                    wflo_lock_req_t **batch, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++) {
+    wflo_lock_req_t *req = batch[i];
+    wflo__timer_stop(loop, wflo__req_timer(req));
+    if (req->permit.priv.state == WFLO__PERMIT_HELD)
+      complete_granted(l, req);
+    else
+      complete_empty(req, WFLO_E_CANCELED);
+  }
+}
+
+/* Delivers decided requests in rounds of BATCH (one mutex round trip each),
+ * at most DELIVERY_BUDGET per wake-up. b stays marked posted meanwhile, so
+ * what the callbacks or other threads make ready is picked up by the next
+ * round without a new wake-up (a uv_async_send costs syscalls); past the
+ * budget the rest waits for a new post, so a lock whose callbacks keep
+ * re-queuing never starves the rest of the loop. */
 static void on_post(wflo__post_t *post) {
   wflo__lock_binding_t *b =
       wflo__container_of(post, wflo__lock_binding_t, post);
   wflo_lock_t *l = b->lock;
   wflo__loop_t *loop = b->loop;
   wflo_lock_req_t *batch[BATCH];
-  size_t budget = SIZE_MAX, n, i;
-  bool more, unused;
+  size_t budget = DELIVERY_BUDGET, n = 0, done, i;
+  bool idle;
 
   for (;;) {
     uv_mutex_lock(&l->synced.mu);
-    if (budget == SIZE_MAX)
-      budget = b->nready;
-    n = take_batch(l, b, batch, budget < BATCH ? budget : BATCH);
-    budget -= n;
-    more = !wflo__list_empty(&b->ready);
-    if (!more)
-      b->posted = false;
-    uv_mutex_unlock(&l->synced.mu);
-
-    for (i = 0; i < n; i++) {
-      wflo_lock_req_t *req = batch[i];
-      wflo__timer_stop(loop, wflo__req_timer(req));
-      if (req->permit.priv.state == WFLO__PERMIT_HELD)
-        complete_granted(l, req);
-      else
-        complete_empty(req, WFLO_E_CANCELED);
-    }
-
-    uv_mutex_lock(&l->synced.mu);
-    unused = binding_unref(b, n);
-    uv_mutex_unlock(&l->synced.mu);
-    for (i = 0; i < n; i++)
-      wflo__loop_unref(loop); /* on_async holds one more until it returns */
-    if (unused) {
+    done = n; /* the previous round's requests give their refs back */
+    if (done > 0 && binding_unref(b, done)) {
+      uv_mutex_unlock(&l->synced.mu);
+      for (i = 0; i < done; i++)
+        wflo__loop_unref(loop); /* on_async holds one more */
       binding_free(b);
       return;
     }
-    if (!more)
-      return;
-    if (budget == 0) {
-      wflo__loop_post(loop, &b->post, on_post); /* still marked posted */
+    idle = wflo__list_empty(&b->ready);
+    if (idle || budget == 0) {
+      if (idle)
+        b->posted = false;
+      uv_mutex_unlock(&l->synced.mu);
+      for (i = 0; i < done; i++)
+        wflo__loop_unref(loop);
+      if (!idle)
+        wflo__loop_post(loop, &b->post, on_post); /* still marked posted */
       return;
     }
+    n = take_batch(l, b, batch, budget < BATCH ? budget : BATCH);
+    budget -= n;
+    uv_mutex_unlock(&l->synced.mu);
+    for (i = 0; i < done; i++)
+      wflo__loop_unref(loop);
+    deliver(l, loop, batch, n);
   }
 }
 

@@ -247,6 +247,57 @@ static void test_reuse_in_callback(void **state) {
   wflo_lock_put(reuse_lock);
 }
 
+/* Callbacks that re-queue forever must not starve the loop: a timer of the
+ * user's still fires (without the per-wake-up budget this test hangs). */
+static bool spin_stop;
+static long spin_grants;
+static wflo_lock_t *spin_lock;
+static uv_timer_t spin_timer;
+
+static void on_stop_timer(uv_timer_t *t);
+
+static void on_spin(wflo_lock_req_t *req, int status) {
+  WFLO_TEST_THREAD_CHECK(status == 0);
+  /* The timer starts with the spinning, even on a slow machine. */
+  if (spin_grants++ == 0)
+    WFLO_TEST_THREAD_CHECK(uv_timer_start(&spin_timer, on_stop_timer, 5, 0) ==
+                           0);
+  WFLO_TEST_THREAD_CHECK(wflo_lock_release(&req->permit) == 0);
+  if (!spin_stop)
+    WFLO_TEST_THREAD_CHECK(wflo_lock_acquire_async(req->data, spin_lock, req,
+                                                   NULL, -1, on_spin) == 0);
+}
+
+static void on_stop_timer(uv_timer_t *t) {
+  spin_stop = true;
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_no_starvation(void **state) {
+  uv_loop_t loop;
+  wflo_lock_req_t reqs[3];
+  int i;
+  (void)state;
+  spin_lock = make_lock(30, 1, 16);
+  spin_stop = false;
+  spin_grants = 0;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(uv_timer_init(&loop, &spin_timer), 0);
+  for (i = 0; i < 3; i++) {
+    reqs[i].data = &loop;
+    assert_int_equal(
+        wflo_lock_acquire_async(&loop, spin_lock, &reqs[i], NULL, -1, on_spin),
+        0);
+  }
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  wflo_test_assert_thread_checks();
+  assert_true(spin_stop);
+  assert_true(spin_grants >= 256); /* one wake-up's worth at least */
+  assert_int_equal(stat_int(spin_lock, "total_acquisitions"), spin_grants);
+  close_loop(&loop);
+  wflo_lock_put(spin_lock);
+}
+
 /* --- timeouts, try, queue limits ------------------------------------------------ */
 
 typedef struct release_timer {
@@ -793,6 +844,7 @@ int main(void) {
       T(test_one_loop),
       T(test_many_grants),
       T(test_reuse_in_callback),
+      T(test_no_starvation),
       T(test_async_timeouts),
       T(test_cancel),
       T(test_cancel_from_callback),
