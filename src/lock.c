@@ -340,7 +340,6 @@ void wflo__lock_count_wait(wflo_lock_t *l, uint64_t wait_ns) {
 typedef struct sync_waiter {
   uv_cond_t cond;
   uint64_t start_ns;
-  uint64_t wait_ns; /* set with the grant */
   atomic_int granted;
 } sync_waiter_t;
 
@@ -413,10 +412,16 @@ SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
   l->synced.nwaiters++;
 
   if (wait_granted(l, &w, timeout_ns)) {
+    /* The wait is measured here, when the thread resumes, so the release
+     * that handed over the permit reads no clock. */
+    wait_ns = wflo__now_ns();
+    wait_ns = wait_ns > w.start_ns ? wait_ns - w.start_ns : 0;
+    p->wait_time = wflo__ns_to_s(wait_ns);
+    wflo__lock_count_wait(l, wait_ns);
     uv_mutex_unlock(&l->synced.mu);
     uv_cond_destroy(&w.cond);
-    if (w.wait_ns > l->threshold_ns)
-      wflo__lock_emit_contention(l, p->holder_id, w.wait_ns);
+    if (wait_ns > l->threshold_ns)
+      wflo__lock_emit_contention(l, p->holder_id, wait_ns);
     return 0;
   }
   /* Timed out while still queued: leave without touching anyone else. */
@@ -492,32 +497,23 @@ int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
 
 /* --- release ------------------------------------------------------------------- */
 
-/* Under mu and BUSY, with p's permit in hand and QUEUED set: gives it to the
- * first waiter. Returns the binding to post for an async waiter, and sets
- * *wake for a sync one. Returns the new `st`. */
-static uint64_t hand_over(wflo_lock_t *l, uint64_t s, uint64_t now_ns,
-                          sync_waiter_t **wake, wflo__lock_binding_t **post) {
+/* Under mu and BUSY, with a permit in hand and QUEUED set: gives it to the
+ * first waiter. Sets *wake for a sync waiter, *post for an async one whose
+ * binding must be posted. Returns the new `st`. */
+static uint64_t hand_over(wflo_lock_t *l, uint64_t s, sync_waiter_t **wake,
+                          wflo__lock_binding_t **post) {
   wflo__list_t *n = wflo__list_first(&l->synced.waiters);
   wflo_lock_permit_t *w = wflo__link_permit(n);
-  uint64_t start_ns;
 
   wflo__list_remove(n);
   if (--l->synced.nwaiters == 0)
     s &= ~WFLO__LOCK_QUEUED;
   if (w->priv.state == WFLO__PERMIT_WAIT_SYNC) {
-    sync_waiter_t *sw = w->priv.aux;
-    start_ns = sw->start_ns;
-    sw->wait_ns = now_ns > start_ns ? now_ns - start_ns : 0;
-    w->wait_time = wflo__ns_to_s(sw->wait_ns);
-    wflo__lock_count_wait(l, sw->wait_ns);
+    *wake = w->priv.aux;
     w->priv.aux = NULL;
     hold(l, w);
-    *wake = sw;
   } else {
-    /* An async waiter keeps its start time in wait_time (ns, as double). */
-    start_ns = (uint64_t)w->wait_time;
-    *post = wflo__lock_grant_async(l, w,
-                                   now_ns > start_ns ? now_ns - start_ns : 0);
+    *post = wflo__lock_grant_async(l, w);
   }
   return s;
 }
@@ -525,15 +521,13 @@ static uint64_t hand_over(wflo_lock_t *l, uint64_t s, uint64_t now_ns,
 SLOW_PATH static void release_slow(wflo_lock_t *l, wflo_lock_permit_t *p) {
   sync_waiter_t *wake = NULL;
   wflo__lock_binding_t *post = NULL;
-  uint64_t s, now_ns;
+  uint64_t s;
 
   uv_mutex_lock(&l->synced.mu);
-  /* Read the clock only when a waiter will get the permit. */
-  now_ns = l->synced.nwaiters > 0 ? wflo__now_ns() : 0;
   s = wflo__lock_busy_lock(l);
   wflo__list_remove(wflo__permit_link(p));
   if (s & WFLO__LOCK_QUEUED)
-    s = hand_over(l, s, now_ns, &wake, &post);
+    s = hand_over(l, s, &wake, &post);
   else
     s += WFLO__LOCK_ONE;
   wflo__lock_busy_unlock(l, s);

@@ -106,14 +106,23 @@ void wflo__lock_post_binding(wflo__lock_binding_t *b) {
 }
 
 wflo__lock_binding_t *wflo__lock_grant_async(wflo_lock_t *l,
-                                             wflo_lock_permit_t *p,
-                                             uint64_t wait_ns) {
-  wflo__lock_binding_t *b = p->priv.aux;
+                                             wflo_lock_permit_t *p) {
+  (void)l;
+  return ready_push(p->priv.aux, p, WFLO__PERMIT_GRANTED) ? p->priv.aux : NULL;
+}
+
+/* Under mu, at delivery: accounts the wait of a request that was queued,
+ * up to now (its callback is about to run: that is when the wait ends for
+ * it). Requests granted at once were counted then. */
+static void account_wait(wflo_lock_t *l, wflo_lock_permit_t *p,
+                         uint64_t now_ns) {
+  uint64_t start_ns = (uint64_t)p->wait_time;
+  uint64_t wait_ns = now_ns > start_ns ? now_ns - start_ns : 0;
   p->wait_time = wflo__ns_to_s(wait_ns);
+  p->priv.flags &= ~WFLO__PERMIT_WAITED;
   if (wait_ns > l->threshold_ns)
     p->priv.flags |= WFLO__PERMIT_CONTENDED;
   wflo__lock_count_wait(l, wait_ns);
-  return ready_push(b, p, WFLO__PERMIT_GRANTED) ? b : NULL;
 }
 
 int wflo__lock_pending_holders(wflo_lock_t *l, json_t *arr) {
@@ -160,8 +169,10 @@ static void complete_granted(wflo_lock_t *l, wflo_lock_req_t *req) {
   /* The callback may release the permit, which drops the permit's context
    * reference: keep the context alive while it is current. */
   wflo_context_t *ctx = wflo_context_ref(p->priv.ctx);
-  if (p->priv.flags & WFLO__PERMIT_CONTENDED)
+  if (p->priv.flags & WFLO__PERMIT_CONTENDED) {
+    p->priv.flags &= ~WFLO__PERMIT_CONTENDED;
     wflo__lock_emit_contention(l, p->holder_id, wflo__s_to_ns(p->wait_time));
+  }
   p->priv.aux = NULL;
   run_cb(req, 0, ctx);
   wflo_context_put(ctx);
@@ -206,7 +217,7 @@ static void on_timeout(wflo__timer_t *t) {
 static size_t take_batch(wflo_lock_t *l, wflo__lock_binding_t *b,
                          wflo_lock_req_t **batch, size_t max) {
   wflo__list_t *n;
-  uint64_t s = 0;
+  uint64_t s = 0, now_ns = 0;
   bool busy = false;
   size_t k = 0;
   while (k < max && (n = wflo__list_first(&b->ready)) != NULL) {
@@ -214,6 +225,11 @@ static size_t take_batch(wflo_lock_t *l, wflo__lock_binding_t *b,
     wflo__list_remove(n);
     b->nready--;
     if (p->priv.state == WFLO__PERMIT_GRANTED) {
+      if (p->priv.flags & WFLO__PERMIT_WAITED) {
+        if (now_ns == 0)
+          now_ns = wflo__now_ns(); /* once per batch */
+        account_wait(l, p, now_ns);
+      }
       if (!busy) {
         s = wflo__lock_busy_lock(l);
         busy = true;
@@ -310,6 +326,7 @@ static int enqueue(wflo_lock_t *l, wflo__lock_binding_t *b,
   }
   wflo__lock_busy_unlock(l, s | WFLO__LOCK_QUEUED);
   p->priv.state = WFLO__PERMIT_WAIT_ASYNC;
+  p->priv.flags |= WFLO__PERMIT_WAITED;
   /* The start time, until a grant replaces it with the wait: ns fit a
    * double exactly for the first 104 days of uptime, to a few ns after. */
   p->wait_time = (double)wflo__now_ns();

@@ -151,8 +151,10 @@ typedef struct wflo_lock_permit {
   /* The holder id (see the top of this file), valid while the permit is
    * held; NULL when it holds nothing. */
   const char *holder_id;
-  /* Seconds this acquisition waited for its permit (0 when one was free),
-   * valid once it is granted. */
+  /* Seconds this acquisition waited (0 when a permit was free), valid once
+   * it is granted: from the acquire call until the waiting thread resumed
+   * with the permit, or until the async callback was about to run. Stats
+   * and contention use the same measure. */
   double wait_time;
   /* private */
   struct {

@@ -44,6 +44,7 @@ enum {
 /* permit.priv.flags */
 #define WFLO__PERMIT_OWNS_HOLDER 1u /* holder_id is our copy */
 #define WFLO__PERMIT_CONTENDED 2u   /* its wait exceeded the threshold */
+#define WFLO__PERMIT_WAITED 4u      /* async: queued; wait_time: start, ns */
 
 /* One lock shared with one loop: delivers that loop's decided requests
  * (grants from any thread, cancels) through a single posted item, so a
@@ -143,7 +144,8 @@ int wflo__lock_timeout(const wflo_lock_t *l, double timeout_s, uint64_t *ns,
  * empties. */
 void wflo__lock_leave_queue(wflo_lock_t *l, wflo_lock_permit_t *p);
 
-/* Under synced.mu: accounts a grant that waited wait_ns. */
+/* Under synced.mu: accounts a granted acquisition that waited wait_ns
+ * (measured when its thread resumes or its callback is delivered). */
 void wflo__lock_count_wait(wflo_lock_t *l, uint64_t wait_ns);
 
 /* Emits resource_contention_detected (warn) or resource_lock_timeout
@@ -156,11 +158,11 @@ void wflo__lock_emit_timeout(const wflo_lock_t *l, const char *holder,
 /* --- async side (lock_async.c) --------------------------------------------- */
 
 /* Under synced.mu and BUSY: hands a permit to the waiting async request p
- * (already out of the queue). Returns the binding when its post must be
- * sent (after the mutex is released), else NULL. */
+ * (already out of the queue). Its wait is measured when it is delivered.
+ * Returns the binding when its post must be sent (after the mutex is
+ * released), else NULL. */
 wflo__lock_binding_t *wflo__lock_grant_async(wflo_lock_t *l,
-                                             wflo_lock_permit_t *p,
-                                             uint64_t wait_ns);
+                                             wflo_lock_permit_t *p);
 /* Sends the binding's post (no lock held). */
 void wflo__lock_post_binding(wflo__lock_binding_t *b);
 /* Under synced.mu: appends to arr the holder ids of granted requests that
