@@ -438,15 +438,41 @@ SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
   return WFLO_E_LOCK_TIMEOUT;
 }
 
-/* Fills in the holder id (cur: the current context when holder_id is NULL);
- * the rest of the permit is set by the caller. */
-static int set_holder(wflo_lock_permit_t *p, const char *holder_id,
-                      wflo_context_t *cur) {
+/* The holder id given to an acquire: a copy (out of line: the default
+ * holder is the common case). */
+SLOW_PATH static int set_given_holder(wflo_lock_permit_t *p,
+                                      const char *holder_id) {
+  return wflo__permit_set_holder(p, holder_id, NULL);
+}
+
+/* Everything about an acquire's arguments but the lock itself; the common
+ * call (a negative timeout, no holder id) runs straight through. */
+static int prepare(wflo_lock_t *l, wflo_lock_permit_t *p,
+                   const char *holder_id, double timeout_s,
+                   uint64_t *timeout_ns) {
+  wflo_context_t *cur;
+  double ts;
+  int rc;
+
+  if (wflo__unlikely(l == NULL))
+    return WFLO_E_INVAL;
+  if (wflo__likely(timeout_s < 0)) {
+    *timeout_ns = l->timeout_ns;
+  } else {
+    rc = wflo__lock_timeout(l, timeout_s, timeout_ns, &ts);
+    if (rc != 0)
+      return rc;
+  }
+  if (wflo__unlikely(wflo__in_loop_callback()) && *timeout_ns != 0)
+    return WFLO_E_STATE;
   p->priv.flags = 0;
   p->priv.ctx = NULL;
-  if (holder_id != NULL)
-    return wflo__permit_set_holder(p, holder_id, NULL);
-  if (cur == NULL) {
+  p->wait_time = 0.0;
+  if (wflo__unlikely(holder_id != NULL))
+    return set_given_holder(p, holder_id);
+  /* The one place that asks the context module for the default holder. */
+  cur = wflo_context_current();
+  if (wflo__likely(cur == NULL)) {
     p->holder_id = anonymous;
     return 0;
   }
@@ -455,26 +481,16 @@ static int set_holder(wflo_lock_permit_t *p, const char *holder_id,
 
 int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
                       const char *holder_id, double timeout_s) {
-  /* The one place that asks the context module for the default holder;
-   * asked first, while nothing else is live in registers. */
-  wflo_context_t *cur = holder_id == NULL ? wflo_context_current() : NULL;
   uint64_t timeout_ns, s;
-  double ts;
   int rc;
 
   if (permit == NULL)
     return WFLO_E_INVAL;
-  rc = l == NULL ? WFLO_E_INVAL
-                 : wflo__lock_timeout(l, timeout_s, &timeout_ns, &ts);
-  if (rc == 0 && timeout_ns != 0 && wflo__in_loop_callback())
-    rc = WFLO_E_STATE;
-  if (rc == 0)
-    rc = set_holder(permit, holder_id, cur);
+  rc = prepare(l, permit, holder_id, timeout_s, &timeout_ns);
   if (wflo__unlikely(rc != 0)) {
     wflo__permit_reset(permit);
     return rc;
   }
-  permit->wait_time = 0.0;
 
   /* Only the fields a held permit needs are written here: this is the
    * uncontended path, one compare-and-swap and one store on the lock. */
