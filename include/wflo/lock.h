@@ -205,7 +205,9 @@ WFLO_EXTERN void wflo_lock_permit_drop(wflo_lock_permit_t *permit);
 
 /* One async acquire, declared by the caller (libuv style): it must stay at
  * the same address, untouched except for `data`, from wflo_lock_acquire_async
- * until its callback has run, and its permit (when granted) until released.
+ * until its callback has run, and its permit (when granted) until released;
+ * only then may it be reused for another acquire (from its own callback
+ * too).
  * Nothing is allocated per request except the copy of a given holder id.
  * sizeof(wflo_lock_req_t) is 160 bytes on 64-bit systems. Since: 0.1. */
 typedef struct wflo_lock_req {
