@@ -374,42 +374,47 @@ SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
                                   uint64_t timeout_ns) {
   sync_waiter_t w;
   uint64_t s, wait_ns;
-  int rc;
+  int rc = 0;
 
+  /* What a wait needs is prepared before the mutex, which other threads'
+   * releases need too. */
+  if (timeout_ns != 0) {
+    if (uv_cond_init(&w.cond) != 0)
+      return WFLO_E_NOMEM;
+    atomic_init(&w.granted, 0);
+    w.start_ns = wflo__now_ns();
+  }
   uv_mutex_lock(&l->synced.mu);
   s = wflo__lock_busy_lock(l);
   if (!(s & WFLO__LOCK_QUEUED) && s >= WFLO__LOCK_ONE) {
     hold(l, p);
     l->busy_only.acquisitions++;
     wflo__lock_busy_unlock(l, s - WFLO__LOCK_ONE);
-    uv_mutex_unlock(&l->synced.mu);
-    return 0;
-  }
-  rc = 0;
-  if (timeout_ns == 0)
-    rc = WFLO_E_LOCK_TIMEOUT;
-  else if (l->synced.nwaiters >= (size_t)l->cfg.max_waiters)
-    rc = WFLO_E_QUEUE_FULL;
-  else if (uv_cond_init(&w.cond) != 0)
-    rc = WFLO_E_NOMEM;
-  if (rc != 0) {
+  } else if (timeout_ns == 0) {
     wflo__lock_busy_unlock(l, s);
-    if (rc == WFLO_E_LOCK_TIMEOUT)
-      l->synced.timeout_count++;
+    l->synced.timeout_count++;
+    rc = WFLO_E_LOCK_TIMEOUT;
+  } else if (l->synced.nwaiters >= (size_t)l->cfg.max_waiters) {
+    wflo__lock_busy_unlock(l, s);
+    rc = WFLO_E_QUEUE_FULL;
+  } else {
+    /* No permit is free (and none can become free while QUEUED is set). */
+    wflo__lock_busy_unlock(l, s | WFLO__LOCK_QUEUED);
+    p->priv.lock = l;
+    p->priv.aux = &w;
+    p->priv.state = WFLO__PERMIT_WAIT_SYNC;
+    wflo__list_insert_tail(&l->synced.waiters, wflo__permit_link(p));
+    l->synced.nwaiters++;
+    rc = 1; /* waiting */
+  }
+  if (rc != 1) {
     uv_mutex_unlock(&l->synced.mu);
+    if (timeout_ns != 0)
+      uv_cond_destroy(&w.cond);
     if (rc == WFLO_E_LOCK_TIMEOUT)
       wflo__lock_emit_timeout(l, p->holder_id, 0);
     return rc;
   }
-  /* No permit is free (and none can become free while QUEUED is set). */
-  wflo__lock_busy_unlock(l, s | WFLO__LOCK_QUEUED);
-  atomic_init(&w.granted, 0);
-  w.start_ns = wflo__now_ns();
-  p->priv.lock = l;
-  p->priv.aux = &w;
-  p->priv.state = WFLO__PERMIT_WAIT_SYNC;
-  wflo__list_insert_tail(&l->synced.waiters, wflo__permit_link(p));
-  l->synced.nwaiters++;
 
   if (wait_granted(l, &w, timeout_ns)) {
     /* The wait is measured here, when the thread resumes, so the release
