@@ -534,7 +534,7 @@ static uint64_t hand_over(wflo_lock_t *l, uint64_t s, sync_waiter_t **wake,
     w->priv.aux = NULL;
     hold(l, w);
   } else {
-    *post = wflo__lock_grant_async(l, w);
+    *post = wflo__lock_grant_async(w);
   }
   return s;
 }

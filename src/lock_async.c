@@ -105,9 +105,7 @@ void wflo__lock_post_binding(wflo__lock_binding_t *b) {
   wflo__loop_post(b->loop, &b->post, on_post);
 }
 
-wflo__lock_binding_t *wflo__lock_grant_async(wflo_lock_t *l,
-                                             wflo_lock_permit_t *p) {
-  (void)l;
+wflo__lock_binding_t *wflo__lock_grant_async(wflo_lock_permit_t *p) {
   return ready_push(p->priv.aux, p, WFLO__PERMIT_GRANTED) ? p->priv.aux : NULL;
 }
 

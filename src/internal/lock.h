@@ -161,8 +161,7 @@ void wflo__lock_emit_timeout(const wflo_lock_t *l, const char *holder,
  * (already out of the queue). Its wait is measured when it is delivered.
  * Returns the binding when its post must be sent (after the mutex is
  * released), else NULL. */
-wflo__lock_binding_t *wflo__lock_grant_async(wflo_lock_t *l,
-                                             wflo_lock_permit_t *p);
+wflo__lock_binding_t *wflo__lock_grant_async(wflo_lock_permit_t *p);
 /* Sends the binding's post (no lock held). */
 void wflo__lock_post_binding(wflo__lock_binding_t *b);
 /* Under synced.mu: appends to arr the holder ids of granted requests that
