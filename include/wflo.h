@@ -17,5 +17,7 @@
 #include "wflo/lock.h"
 #include "wflo/context.h"
 #include "wflo/workflow.h"
+#include "wflo/metrics.h"
+#include "wflo/health.h"
 
 #endif /* WFLO_H */

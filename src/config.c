@@ -70,6 +70,8 @@ static size_t utf8_seq(const unsigned char *s) {
   return 0;
 }
 
+size_t wflo__utf8_seq(const unsigned char *s) { return utf8_seq(s); }
+
 json_t *wflo__json_string(const char *s) {
   const unsigned char *p;
   size_t bad = 0, n = 0, k, out;

@@ -66,6 +66,11 @@ void wflo__config_free_owned(const wflo__field_t *fields, size_t nfields,
 /* --- JSON output helpers ----------------------------------------------------
  * All return a new reference or NULL on OOM. */
 json_t *wflo__json_string(const char *s); /* NULL -> null; bad UTF-8 fixed */
+/* Length (1-4) of the valid UTF-8 sequence starting at NUL-terminated s, or
+ * 0 when the byte there does not start one (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF). The rule wflo__json_string() uses,
+ * for writers of other formats (Prometheus label values). */
+size_t wflo__utf8_seq(const unsigned char *s);
 json_t *wflo__json_real(double v);        /* non-finite -> null */
 json_t *wflo__json_err(int err);          /* wflo_err_name(err) */
 /* Sets obj[key] = v, stealing v. Returns 0 or WFLO_E_NOMEM (v NULL too). */
