@@ -20,7 +20,7 @@ static const char what[] = "lock";
 
 static const char anonymous[] = "anonymous";
 
-/* --- config ------------------------------------------------------------------ */
+/* --- config -------------------------------------------------------------- */
 
 void wflo_lock_config_init(wflo_lock_config_t *c) {
   if (c == NULL)
@@ -94,7 +94,7 @@ static bool config_same(const wflo_lock_config_t *a,
          a->max_waiters == b->max_waiters;
 }
 
-/* --- objects ----------------------------------------------------------------- */
+/* --- objects ------------------------------------------------------------- */
 
 static int lock_alloc(const char *name, const wflo_lock_config_t *c,
                       wflo_lock_t **out) {
@@ -200,7 +200,7 @@ void wflo_lock_put(wflo_lock_t *l) {
     lock_destroy(l);
 }
 
-/* --- the BUSY bit ------------------------------------------------------------- */
+/* --- the BUSY bit -------------------------------------------------------- */
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -232,7 +232,7 @@ uint64_t wflo__lock_busy_spin(wflo_lock_t *l) {
   }
 }
 
-/* --- permits ------------------------------------------------------------------ */
+/* --- permits ------------------------------------------------------------- */
 
 void wflo__permit_reset(wflo_lock_permit_t *p) {
   p->holder_id = NULL;
@@ -290,7 +290,7 @@ int wflo__lock_timeout(const wflo_lock_t *l, double timeout_s, uint64_t *ns,
   return 0;
 }
 
-/* --- events ------------------------------------------------------------------- */
+/* --- events -------------------------------------------------------------- */
 
 static void emit_wait(const char *name, wflo_log_level_t level,
                       const wflo_lock_t *l, const char *holder,
@@ -314,7 +314,7 @@ void wflo__lock_emit_timeout(const wflo_lock_t *l, const char *holder,
   emit_wait("resource_lock_timeout", WFLO_LOG_ERROR, l, holder, wait_ns);
 }
 
-/* --- queue bookkeeping (under synced.mu) ---------------------------------------- */
+/* --- queue bookkeeping (under synced.mu) --------------------------------- */
 
 void wflo__lock_leave_queue(wflo_lock_t *l, wflo_lock_permit_t *p) {
   wflo__list_remove(wflo__permit_link(p));
@@ -333,7 +333,7 @@ void wflo__lock_count_wait(wflo_lock_t *l, uint64_t wait_ns) {
     l->synced.contention_count++;
 }
 
-/* --- sync acquire -------------------------------------------------------------- */
+/* --- sync acquire -------------------------------------------------------- */
 
 /* A thread waiting for a permit, on its own stack. `granted` is set (after
  * the signal, under the mutex) by the release that hands it the permit. */
@@ -516,7 +516,7 @@ int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
   return rc;
 }
 
-/* --- release ------------------------------------------------------------------- */
+/* --- release ------------------------------------------------------------- */
 
 /* Under mu and BUSY, with a permit in hand and QUEUED set: gives it to the
  * first waiter. Sets *wake for a sync waiter, *post for an async one whose
@@ -596,7 +596,7 @@ void wflo_lock_permit_drop(wflo_lock_permit_t *permit) {
     (void)wflo_lock_release(permit);
 }
 
-/* --- stats --------------------------------------------------------------------- */
+/* --- stats --------------------------------------------------------------- */
 
 typedef struct stats_snap {
   uint64_t total, contention, timeouts, wait_sum_ns, wait_max_ns;

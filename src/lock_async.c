@@ -32,7 +32,7 @@ static wflo_lock_req_t *permit_req(wflo_lock_permit_t *p) {
   return wflo__container_of(p, wflo_lock_req_t, permit);
 }
 
-/* --- bindings ------------------------------------------------------------------ */
+/* --- bindings ------------------------------------------------------------ */
 
 /* Under mu. A loop's requests on one lock share a binding; there are as
  * many bindings as loops using the lock, usually one or two. */
@@ -138,7 +138,7 @@ int wflo__lock_pending_holders(wflo_lock_t *l, json_t *arr) {
   return 0;
 }
 
-/* --- completion (loop thread, no lock held) --------------------------------------- */
+/* --- completion (loop thread, no lock held) ------------------------------ */
 
 static void run_cb(wflo_lock_req_t *req, int status, wflo_context_t *ctx) {
   wflo__ctx_scope_t scope;
@@ -300,7 +300,7 @@ static void on_post(wflo__post_t *post) {
   }
 }
 
-/* --- acquire and cancel ------------------------------------------------------------- */
+/* --- acquire and cancel -------------------------------------------------- */
 
 /* Under mu with the binding counted: grants (*post: the binding must be
  * posted), queues (*queued) or refuses. Returns 0 when the request is

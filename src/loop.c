@@ -35,13 +35,13 @@ static uv_mutex_t states_mu;
 static wflo__list_t states;
 static atomic_size_t states_alive;
 
+/* Read inline by wflo__in_loop_callback() (internal/loop.h). */
 WFLO_THREAD_LOCAL int wflo__tl_in_callback;
 
 static void states_init(void) {
   uv_mutex_init(&states_mu);
   wflo__list_init(&states);
 }
-
 
 size_t wflo__loop_states_alive(void) { return atomic_load(&states_alive); }
 

@@ -13,7 +13,7 @@
 #include "harness.h"
 #include "internal/lock.h"
 
-/* --- helpers ------------------------------------------------------------------ */
+/* --- helpers ------------------------------------------------------------- */
 
 static size_t waiters_of(wflo_lock_t *l) {
   size_t n;
@@ -102,7 +102,7 @@ static wflo_lock_t *make_lock(const char *name, double timeout, int cap,
   return l;
 }
 
-/* --- config ------------------------------------------------------------------ */
+/* --- config -------------------------------------------------------------- */
 
 static void test_defaults(void **state) {
   wflo_lock_config_t c;
@@ -258,7 +258,7 @@ static void test_config_from_json(void **state) {
   json_decref(j);
 }
 
-/* --- registry ---------------------------------------------------------------- */
+/* --- registry ------------------------------------------------------------ */
 
 static void test_registry(void **state) {
   wflo_lock_config_t c;
@@ -320,7 +320,7 @@ static void test_registry(void **state) {
   wflo_set_log_level(WFLO_LOG_OFF);
 }
 
-/* --- capacity, try, release ---------------------------------------------------- */
+/* --- capacity, try, release ---------------------------------------------- */
 
 static void test_exclusive(void **state) {
   wflo_lock_t *l = make_lock("ex", 30, 1, 16, 5);
@@ -396,7 +396,7 @@ static void test_release_errors(void **state) {
   wflo_lock_put(l);
 }
 
-/* --- holder ids ------------------------------------------------------------------ */
+/* --- holder ids ---------------------------------------------------------- */
 
 static void test_holder_ids(void **state) {
   wflo_lock_t *l = make_lock("ids", 30, 4, 16, 5);
@@ -429,7 +429,7 @@ static void test_holder_ids(void **state) {
   wflo_lock_put(l);
 }
 
-/* --- waiting ----------------------------------------------------------------------- */
+/* --- waiting ------------------------------------------------------------- */
 
 typedef struct waiter_arg {
   wflo_lock_t *lock;
@@ -667,7 +667,7 @@ static void test_queue_full(void **state) {
   wflo_lock_put(z);
 }
 
-/* --- contention ---------------------------------------------------------------------- */
+/* --- contention ---------------------------------------------------------- */
 
 static void test_contention(void **state) {
   wflo_lock_t *l = make_lock("cont", 30, 1, 16, 0.005);
@@ -755,7 +755,7 @@ static void test_wait_below_threshold(void **state) {
   wflo_lock_put(l);
 }
 
-/* --- stats ------------------------------------------------------------------------------ */
+/* --- stats --------------------------------------------------------------- */
 
 static void test_stats_keys(void **state) {
   static const char *const keys[] = {
@@ -818,7 +818,7 @@ static void test_stats_keys(void **state) {
   wflo_lock_put(l);
 }
 
-/* --- WFLO_WITH_LOCK -------------------------------------------------------------------- */
+/* --- WFLO_WITH_LOCK ------------------------------------------------------ */
 
 static int with_return(wflo_lock_t *l) {
   int rc;
@@ -901,7 +901,7 @@ out:
   wflo_lock_put(l);
 }
 
-/* --- allocation failure ------------------------------------------------------------------ */
+/* --- allocation failure -------------------------------------------------- */
 
 static int oom_new(void *ud) {
   wflo_lock_t *l;

@@ -13,7 +13,7 @@
 #include "harness.h"
 #include "internal/lock.h"
 
-/* --- helpers ------------------------------------------------------------------ */
+/* --- helpers ------------------------------------------------------------- */
 
 static size_t waiters_of(wflo_lock_t *l) {
   size_t n;
@@ -134,7 +134,7 @@ static void item_init(item_t *it, atomic_int *seq, bool release) {
   it->release = release;
 }
 
-/* --- one loop ------------------------------------------------------------------ */
+/* --- one loop ------------------------------------------------------------ */
 
 static void test_one_loop(void **state) {
   wflo_lock_t *l = make_lock(30, 1, 16);
@@ -298,7 +298,7 @@ static void test_no_starvation(void **state) {
   wflo_lock_put(spin_lock);
 }
 
-/* --- timeouts, try, queue limits ------------------------------------------------ */
+/* --- timeouts, try, queue limits ----------------------------------------- */
 
 typedef struct release_timer {
   uv_timer_t timer;
@@ -415,7 +415,7 @@ static void test_async_timeouts(void **state) {
   wflo_lock_put(l);
 }
 
-/* --- cancel ------------------------------------------------------------------------ */
+/* --- cancel -------------------------------------------------------------- */
 
 static void test_cancel(void **state) {
   wflo_lock_t *l = make_lock(30, 1, 16);
@@ -512,7 +512,7 @@ static void test_cancel_from_callback(void **state) {
   wflo_lock_put(l);
 }
 
-/* --- across threads and loops ----------------------------------------------------------- */
+/* --- across threads and loops -------------------------------------------- */
 
 typedef struct loop_thread {
   uv_loop_t loop;
@@ -667,7 +667,7 @@ static void test_fifo_sync_and_async(void **state) {
   wflo_lock_put(l);
 }
 
-/* --- context, loop-thread rules, lifetime --------------------------------------------- */
+/* --- context, loop-thread rules, lifetime -------------------------------- */
 
 static void test_context_reentry(void **state) {
   wflo_lock_t *l = make_lock(30, 1, 16);
@@ -781,7 +781,7 @@ static void test_put_while_pending(void **state) {
   assert_int_equal(wflo_test_alloc_live(), 0);
 }
 
-/* --- allocation failure --------------------------------------------------------------- */
+/* --- allocation failure -------------------------------------------------- */
 
 typedef struct oom_ctx {
   int waits; /* 0: granted at once; 1: waits for a release */

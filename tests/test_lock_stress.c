@@ -74,7 +74,7 @@ static void release(wflo_lock_permit_t *p) {
   atomic_fetch_add(&released, 1);
 }
 
-/* --- threads ---------------------------------------------------------------- */
+/* --- threads ------------------------------------------------------------- */
 
 static void thread_actor(void *arg) {
   int me = (int)(intptr_t)arg;
@@ -97,7 +97,7 @@ static void thread_actor(void *arg) {
   }
 }
 
-/* --- loops ------------------------------------------------------------------ */
+/* --- loops --------------------------------------------------------------- */
 
 typedef struct loop_actor {
   int me;

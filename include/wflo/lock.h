@@ -49,7 +49,7 @@
 extern "C" {
 #endif
 
-/* --- configuration --------------------------------------------------------- */
+/* --- configuration ------------------------------------------------------- */
 
 /* Defaults set by wflo_lock_config_init(). */
 #define WFLO_LOCK_DEFAULT_TIMEOUT 30.0
@@ -107,7 +107,7 @@ WFLO_NODISCARD WFLO_EXTERN int
 wflo_lock_config_from_json(const json_t *j, wflo_lock_config_t *c,
                            char *errbuf, size_t len);
 
-/* --- locks ------------------------------------------------------------------ */
+/* --- locks --------------------------------------------------------------- */
 
 /* Creates a private lock (not in the registry). name: copied; NULL makes an
  * unnamed lock (its stats and events carry "resource_name": null). c: NULL
@@ -138,7 +138,7 @@ WFLO_NODISCARD WFLO_EXTERN int wflo_lock_get(const char *name,
  * their own). Thread-safety: any thread. Since: 0.1. */
 WFLO_EXTERN void wflo_lock_put(wflo_lock_t *l);
 
-/* --- permits ----------------------------------------------------------------- */
+/* --- permits ------------------------------------------------------------- */
 
 /* One held permit, declared by the caller (on its stack or inside its own
  * struct); nothing is allocated per acquire except the copy of a given
@@ -201,7 +201,7 @@ WFLO_EXTERN int wflo_lock_release(wflo_lock_permit_t *permit);
  * Thread-safety: as wflo_lock_release(). Since: 0.1. */
 WFLO_EXTERN void wflo_lock_permit_drop(wflo_lock_permit_t *permit);
 
-/* --- async acquire on a libuv loop -------------------------------------------- */
+/* --- async acquire on a libuv loop --------------------------------------- */
 
 /* One async acquire, declared by the caller (libuv style): it must stay at
  * the same address, untouched except for `data`, from wflo_lock_acquire_async
@@ -256,7 +256,7 @@ wflo_lock_acquire_async(uv_loop_t *loop, wflo_lock_t *l, wflo_lock_req_t *req,
  * Since: 0.1. */
 WFLO_EXTERN int wflo_lock_cancel(wflo_lock_req_t *req);
 
-/* --- stats ------------------------------------------------------------------- */
+/* --- stats --------------------------------------------------------------- */
 
 /* Returns l's statistics as a JSON object: resource_name (string, null when
  * unnamed), total_acquisitions (granted acquisitions), contention_count
@@ -272,7 +272,7 @@ WFLO_EXTERN int wflo_lock_cancel(wflo_lock_req_t *req);
  * Thread-safety: any thread. Since: 0.1. */
 WFLO_EXTERN json_t *wflo_lock_stats_json(wflo_lock_t *l);
 
-/* --- statement macro ---------------------------------------------------------- */
+/* --- statement macro ----------------------------------------------------- */
 
 /* WFLO_WITH_LOCK(l, rc) { use the resource; }
  *

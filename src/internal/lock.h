@@ -123,7 +123,7 @@ static inline void wflo__lock_busy_unlock(wflo_lock_t *l, uint64_t s) {
   atomic_store_explicit(&l->st, s & ~WFLO__LOCK_BUSY, memory_order_release);
 }
 
-/* --- shared helpers (lock.c) ----------------------------------------------- */
+/* --- shared helpers (lock.c) --------------------------------------------- */
 
 /* Resets every field of p: holds nothing, state NONE. */
 void wflo__permit_reset(wflo_lock_permit_t *p);
@@ -155,7 +155,7 @@ void wflo__lock_emit_contention(const wflo_lock_t *l, const char *holder,
 void wflo__lock_emit_timeout(const wflo_lock_t *l, const char *holder,
                              uint64_t wait_ns);
 
-/* --- async side (lock_async.c) --------------------------------------------- */
+/* --- async side (lock_async.c) ------------------------------------------- */
 
 /* Under synced.mu and BUSY: hands a permit to the waiting async request p
  * (already out of the queue). Its wait is measured when it is delivered.

@@ -55,7 +55,7 @@ static void check(int rc, const char *what) {
   }
 }
 
-/* --- counting allocator (lock_waiter_bytes) ------------------------------- */
+/* --- counting allocator (lock_waiter_bytes) ------------------------------ */
 
 static atomic_size_t bytes_live;
 
@@ -82,7 +82,7 @@ static void count_release(void *p, size_t size, void *ud) {
   free(p);
 }
 
-/* --- uncontended ------------------------------------------------------------ */
+/* --- uncontended --------------------------------------------------------- */
 
 #define PAIRS 1000000
 
@@ -134,7 +134,7 @@ static double bench_uncontended(void) {
   return t;
 }
 
-/* --- 2 threads, capacity 1 -------------------------------------------------- */
+/* --- 2 threads, capacity 1 ----------------------------------------------- */
 
 #define CONTENDED_PAIRS 20000
 
@@ -165,7 +165,7 @@ static double bench_contended(void) {
   return t;
 }
 
-/* --- async grants on one loop ------------------------------------------------ */
+/* --- async grants on one loop -------------------------------------------- */
 
 #define ASYNC_REQS 1000
 #define ASYNC_GRANTS 200000
@@ -218,7 +218,7 @@ static double bench_async(void) {
   return (double)ab.grants / (t / 1e9);
 }
 
-/* --- memory per waiter --------------------------------------------------------- */
+/* --- memory per waiter --------------------------------------------------- */
 
 #define WAITERS 100000
 
