@@ -134,10 +134,12 @@ json_t *wflo__json_obj(const char *key, ...) {
   va_start(ap, key);
   for (k = key; k != NULL; k = va_arg(ap, const char *)) {
     json_t *v = va_arg(ap, json_t *);
+    /* Every value is stolen, even after a failure; wflo__json_set() has
+     * already released v when it fails (json_object_set_new does). */
     if (failed)
-      json_decref(v); /* every value is stolen, even after a failure */
+      json_decref(v);
     else if (wflo__json_set(obj, k, v) != 0)
-      failed = true; /* json_object_set_new() already dropped v */
+      failed = true;
   }
   va_end(ap);
   if (failed) {

@@ -35,14 +35,13 @@ static uv_mutex_t states_mu;
 static wflo__list_t states;
 static atomic_size_t states_alive;
 
-static WFLO_THREAD_LOCAL int tl_in_callback;
+/* Read inline by wflo__in_loop_callback() (internal/loop.h). */
+WFLO_THREAD_LOCAL int wflo__tl_in_callback;
 
 static void states_init(void) {
   uv_mutex_init(&states_mu);
   wflo__list_init(&states);
 }
-
-bool wflo__in_loop_callback(void) { return tl_in_callback > 0; }
 
 size_t wflo__loop_states_alive(void) { return atomic_load(&states_alive); }
 
@@ -175,9 +174,9 @@ static void on_uv_timer(uv_timer_t *handle) {
   wflo__loop_t *l = wflo__container_of(handle, wflo__loop_t, loop_only.timer);
   l->loop_only.armed_due = UINT64_MAX;
   l->loop_only.refs++;
-  tl_in_callback++;
+  wflo__tl_in_callback++;
   run_due_timers(l);
-  tl_in_callback--;
+  wflo__tl_in_callback--;
   wflo__loop_unref(l);
 }
 
@@ -224,7 +223,7 @@ static void on_async(uv_async_t *handle) {
   uv_mutex_unlock(&l->synced.mu);
 
   l->loop_only.refs++;
-  tl_in_callback++;
+  wflo__tl_in_callback++;
   while ((n = wflo__list_first(&batch)) != NULL) {
     wflo__post_t *p = wflo__container_of(n, wflo__post_t, node);
     wflo__list_remove(n);
@@ -234,7 +233,7 @@ static void on_async(uv_async_t *handle) {
     l->loop_only.due_now_sent = false;
     run_due_timers(l);
   }
-  tl_in_callback--;
+  wflo__tl_in_callback--;
   wflo__loop_unref(l);
 }
 

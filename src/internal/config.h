@@ -73,7 +73,8 @@ json_t *wflo__json_string(const char *s); /* NULL -> null; bad UTF-8 fixed */
 size_t wflo__utf8_seq(const unsigned char *s);
 json_t *wflo__json_real(double v);        /* non-finite -> null */
 json_t *wflo__json_err(int err);          /* wflo_err_name(err) */
-/* Sets obj[key] = v, stealing v. Returns 0 or WFLO_E_NOMEM (v NULL too). */
+/* Sets obj[key] = v, stealing v even on failure. Returns 0 or WFLO_E_NOMEM
+ * (v NULL too). */
 int wflo__json_set(json_t *obj, const char *key, json_t *v);
 
 /* Builds an object from alternating key / json_t* pairs ending in NULL, each

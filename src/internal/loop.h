@@ -81,7 +81,10 @@ void wflo__loop_post(wflo__loop_t *l, wflo__post_t *p, wflo__post_cb cb);
 /* true while the calling thread runs a libwflo loop callback (a timer or a
  * posted item, hence any user callback libwflo calls from a loop): a blocking
  * sync call made there would stall the loop, so it is refused. */
-bool wflo__in_loop_callback(void);
+extern WFLO_THREAD_LOCAL int wflo__tl_in_callback;
+static inline bool wflo__in_loop_callback(void) {
+  return wflo__tl_in_callback > 0; /* inline: hot paths ask it */
+}
 
 /* Number of loop states alive (tests: 0 when nothing is pending anywhere). */
 size_t wflo__loop_states_alive(void);
