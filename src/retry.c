@@ -292,32 +292,41 @@ void wflo_retry_hint(double seconds) {
 
 /* Every sync attempt, from execute and from WFLO_RETRY, starts and ends
  * here: the one place where per-attempt work goes. */
-static inline void attempt_begin(const wflo_retry_policy_t *p) {
-  /* breaker hook: acquire a permit from p->breaker here; a refusal becomes
-   * the attempt's result without running it. */
-  WFLO_UNUSED(p);
-  tl_hint = -1.0;
-}
+static inline void attempt_begin(void) { tl_hint = -1.0; }
 
 /* neutral: WFLO_RETRY's block was left early (break, return, goto), so
  * the attempt has no result and rc must not be read. A hint is kept only
  * for on_failure: one left by a successful or abandoned attempt would
  * otherwise reach an enclosing retry's next failure. */
-static inline void attempt_end(const wflo_retry_policy_t *p, int rc,
-                               bool neutral) {
-  /* breaker hook: record rc (or a neutral outcome) on the permit taken in
-   * attempt_begin. */
-  WFLO_UNUSED(p);
+static inline void attempt_end(int rc, bool neutral) {
   if (neutral || rc >= 0)
     tl_hint = -1.0;
+}
+
+/* A policy's breaker guards each attempt: a refusal is the attempt's
+ * result (WFLO_E_BREAKER_OPEN, not retried unless the policy says so)
+ * without running it; an admitted attempt's result is recorded with its
+ * duration. Out of line: the common path has no breaker. */
+static WFLO__NOINLINE int run_guarded(const wflo_retry_policy_t *p,
+                                      int (*fn)(void *arg), void *arg) {
+  wflo_breaker_permit_t permit;
+  int rc = wflo_breaker_acquire_timed(p->breaker, &permit);
+  if (rc == 0) {
+    rc = fn(arg);
+    (void)wflo_breaker_record_timed(&permit, rc);
+  }
+  attempt_end(rc, false);
+  return rc;
 }
 
 static inline int run_attempt(const wflo_retry_policy_t *p,
                               int (*fn)(void *arg), void *arg) {
   int rc;
-  attempt_begin(p);
+  attempt_begin();
+  if (wflo__unlikely(p->breaker != NULL))
+    return run_guarded(p, fn, arg);
   rc = fn(arg);
-  attempt_end(p, rc, false);
+  attempt_end(rc, false);
   return rc;
 }
 
@@ -454,47 +463,77 @@ int wflo_retry_execute(const wflo_retry_policy_t *p, int (*fn)(void *arg),
 
 /* --- WFLO_RETRY ---------------------------------------------------------- */
 
+/* Starts an attempt of the block: 0 when the block must run, else a
+ * breaker's refusal, which is the attempt's result without running it. */
+static int guard_start(wflo_retry_guard_t *g) {
+  attempt_begin();
+  g->state = G_ATTEMPT;
+  if (wflo__likely(g->policy->breaker == NULL))
+    return 0;
+  return wflo_breaker_acquire_timed(g->policy->breaker, &g->permit);
+}
+
+/* The attempt ended with rc, admitted (its result is recorded on the
+ * breaker) or refused by the breaker: decide, wait, and start attempts until
+ * one must run the block (true) or the retry is over (false). A loop, not
+ * recursion: refusals may repeat up to max_retries times. */
+static bool guard_after(wflo_retry_guard_t *g, int rc, bool admitted) {
+  int fin;
+  for (;;) {
+    if (admitted && g->policy->breaker != NULL)
+      (void)wflo_breaker_record_timed(&g->permit, rc);
+    attempt_end(rc, false);
+    g->state = G_DONE;
+    if (rc >= 0) {
+      if (g->retries > 0)
+        wflo__retry_emit_succeeded(g->policy,
+                                   wflo__retry_attempts(g->retries));
+      return false;
+    }
+    fin = on_failure(g, rc);
+    if (fin != 0) {
+      *g->rc = fin;
+      return false;
+    }
+    rc = guard_start(g);
+    if (rc == 0)
+      return true;
+    *g->rc = rc;
+    admitted = false;
+  }
+}
+
 static bool guard_first(wflo_retry_guard_t *g) {
   const wflo_retry_policy_t *p = g->policy;
+  int rc;
   g->state = G_DONE;
   if (p == NULL || !wflo__retry_policy_ok(p)) {
     *g->rc = refuse_invalid(p);
     return false;
   }
   guard_init(g, p, start_deadline(p));
-  g->state = G_ATTEMPT;
-  attempt_begin(p);
-  return true;
+  rc = guard_start(g);
+  if (rc == 0)
+    return true;
+  *g->rc = rc;
+  return guard_after(g, rc, false);
 }
 
 bool wflo_retry_guard_next(wflo_retry_guard_t *g) {
-  int rc, fin;
   if (g->state == G_FRESH)
     return guard_first(g);
   if (g->state != G_ATTEMPT)
     return false;
-  rc = *g->rc;
-  attempt_end(g->policy, rc, false);
-  if (rc >= 0) {
-    if (g->retries > 0)
-      wflo__retry_emit_succeeded(g->policy, wflo__retry_attempts(g->retries));
-    g->state = G_DONE;
-    return false;
-  }
-  fin = on_failure(g, rc);
-  if (fin != 0) {
-    *g->rc = fin;
-    g->state = G_DONE;
-    return false;
-  }
-  attempt_begin(g->policy);
-  return true;
+  return guard_after(g, *g->rc, true);
 }
 
 void wflo_retry_guard_end(wflo_retry_guard_t *g) {
   /* Only an early exit (break, return, goto) leaves an attempt open: it
    * ends without a result, rc stays as the block left it. */
-  if (g->state == G_ATTEMPT)
-    attempt_end(g->policy, 0, true);
+  if (g->state == G_ATTEMPT) {
+    if (g->policy->breaker != NULL)
+      wflo_breaker_abandon(&g->permit); /* neutral: frees a trial slot */
+    attempt_end(0, true);
+  }
   g->state = G_DONE;
 }

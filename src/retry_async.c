@@ -24,6 +24,7 @@
  * ignored instead of being taken as the new attempt's result. */
 #include "internal/retry.h"
 
+#include "internal/breaker.h"
 #include "internal/context.h"
 #include "internal/loop.h"
 
@@ -57,6 +58,8 @@ struct wflo_retry_s {
     int retries; /* retries started so far: attempt number - 1 */
     int result;  /* the reported attempt's result */
     double hint; /* negative: none */
+    wflo_breaker_permit_t permit; /* the running attempt's, with a breaker */
+    bool admitted;                /* permit holds an admission to record */
     double prev_delay;
     uint64_t deadline_ns;
   } loop_only;
@@ -90,7 +93,10 @@ static int policy_copy(wflo_retry_policy_t *c, const wflo_retry_policy_t *p) {
   } else {
     c->retryable_errors_count = 0;
   }
-  /* breaker hook: take a reference on c->breaker (dropped in retry_free). */
+  /* The retry outlives the caller's policy: hold the breaker too (dropped
+   * in retry_free). */
+  if (c->breaker != NULL)
+    wflo__breaker_ref(c->breaker);
   return 0;
 }
 
@@ -99,6 +105,7 @@ static int policy_copy(wflo_retry_policy_t *c, const wflo_retry_policy_t *p) {
 static void retry_free(wflo_retry_t *r) {
   wflo__loop_t *l = r->loop;
   wflo_context_put(r->ctx);
+  wflo_breaker_put(r->policy.breaker);
   policy_copy_free(&r->policy);
   wflo__free(r, sizeof(*r));
   wflo__loop_unref(l); /* last: the state may close its handles now */
@@ -117,14 +124,27 @@ static void finish(wflo_retry_t *r, int err) {
 
 /* --- attempts ------------------------------------------------------------ */
 
+static void on_report_post(wflo__post_t *pt);
+
 /* Every async attempt starts here ... */
 static void attempt_start(wflo_retry_t *r) {
   wflo__ctx_scope_t s;
   wflo_call_t *call = &r->loop_only.calls[r->loop_only.retries & 1];
-  /* breaker hook: acquire a permit from r->policy.breaker; a refusal is
-   * reported as this attempt's result (posted) without calling start. */
   r->loop_only.state = R_RUNNING;
   r->loop_only.hint = -1.0;
+  /* A policy's breaker guards each attempt: a refusal is the attempt's
+   * result (posted like any report) without calling start. */
+  if (r->policy.breaker != NULL) {
+    int rc = wflo_breaker_acquire_timed(r->policy.breaker,
+                                        &r->loop_only.permit);
+    r->loop_only.admitted = rc == 0;
+    if (rc != 0) {
+      r->loop_only.state = R_REPORTED;
+      r->loop_only.result = rc;
+      wflo__loop_post(r->loop, &r->loop_only.post, on_report_post);
+      return;
+    }
+  }
   wflo__ctx_scope_enter(&s, r->ctx);
   r->start(call, r->arg);
   wflo__ctx_scope_exit(&s);
@@ -194,7 +214,10 @@ static void attempt_report(wflo_retry_t *r) {
   wflo__ctx_scope_t s;
   int err = r->loop_only.result, fin = err;
   bool scheduled = false;
-  /* breaker hook: record err on the permit taken in attempt_start. */
+  if (r->loop_only.admitted) { /* the real outcome, even after a cancel */
+    r->loop_only.admitted = false;
+    (void)wflo_breaker_record_timed(&r->loop_only.permit, err);
+  }
   wflo__ctx_scope_enter(&s, r->ctx);
   if (r->loop_only.canceled)
     fin = WFLO_E_CANCELED;
@@ -257,6 +280,7 @@ int wflo_retry_start(uv_loop_t *loop, const wflo_retry_policy_t *p,
   return 0;
 
 fail_free_policy:
+  wflo_breaker_put(r->policy.breaker);
   policy_copy_free(&r->policy);
 fail_free_retry:
   wflo__free(r, sizeof(*r));

@@ -954,6 +954,110 @@ static const bad_t bads[] = {
     {"retryable_errors", b_list_null},
 };
 
+/* --- a policy's breaker guards each attempt ------------------------------ */
+
+static wflo_breaker_t *new_breaker(int threshold, double recovery) {
+  wflo_breaker_config_t c;
+  wflo_breaker_t *b;
+  wflo_breaker_config_init(&c);
+  c.failure_threshold = threshold;
+  c.recovery_timeout = recovery;
+  c.success_threshold = 1;
+  assert_int_equal(wflo_breaker_new("retry-guard", &c, &b), 0);
+  return b;
+}
+
+static bool retry_everything(int err, void *ud) {
+  (void)ud;
+  return err < 0;
+}
+
+static void test_breaker_guards_attempts(void **state) {
+  wflo_retry_policy_t p;
+  wflo_retry_report_t rep;
+  wflo_breaker_t *b = new_breaker(2, 60.0);
+  op_t o;
+  int rc;
+  (void)state;
+  policy_nojitter(&p);
+  p.base_delay = 0;
+  p.max_retries = 5;
+  p.breaker = b;
+  /* The second failure opens the circuit; the third attempt is refused
+   * without a call, and a refusal is not retried by default. */
+  op_init(&o, 100, UV_EIO, 0);
+  assert_int_equal(wflo_retry_execute_ex(&p, op_run, &o, &rep),
+                   WFLO_E_BREAKER_OPEN);
+  assert_int_equal(o.calls, 2);
+  assert_int_equal(rep.attempts, 3);
+  assert_int_equal(rep.last_error, WFLO_E_BREAKER_OPEN);
+  assert_int_equal(wflo_breaker_state(b), WFLO_BREAKER_OPEN);
+  /* The statement form: the same, and the block never runs when refused. */
+  wflo_breaker_reset(b);
+  op_init(&o, 100, UV_EIO, 0);
+  WFLO_RETRY(&p, rc) { rc = op_run(&o); }
+  assert_int_equal(rc, WFLO_E_BREAKER_OPEN);
+  assert_int_equal(o.calls, 2);
+  WFLO_RETRY(&p, rc) { rc = op_run(&o); }
+  assert_int_equal(rc, WFLO_E_BREAKER_OPEN);
+  assert_int_equal(o.calls, 2);
+  wflo_breaker_put(b);
+}
+
+/* With a policy that retries the refusal and waits longer than the
+ * recovery timeout (virtual time), the next attempt is the half-open trial:
+ * it succeeds and closes the circuit. */
+static void test_breaker_recovers_within_retry(void **state) {
+  wflo_retry_policy_t p;
+  wflo_breaker_t *b = new_breaker(1, 1.0);
+  op_t o;
+  int rc;
+  (void)state;
+  policy_nojitter(&p);
+  p.strategy = WFLO_BACKOFF_FIXED;
+  p.base_delay = 0.6;
+  p.max_retries = 5;
+  p.is_retryable = retry_everything;
+  p.breaker = b;
+  op_init(&o, 1, UV_EIO, 7);
+  /* fail (opens), refused at 0.6 s, trial admitted at 1.2 s: success */
+  assert_int_equal(wflo_retry_execute(&p, op_run, &o), 7);
+  assert_int_equal(o.calls, 2);
+  assert_int_equal(wflo_test_vclock_sleeps(), 2);
+  assert_int_equal(wflo_breaker_state(b), WFLO_BREAKER_CLOSED);
+  /* Same with the statement form. */
+  op_init(&o, 1, UV_EIO, 7);
+  WFLO_RETRY(&p, rc) { rc = op_run(&o); }
+  assert_int_equal(rc, 7);
+  assert_int_equal(o.calls, 2);
+  assert_int_equal(wflo_breaker_state(b), WFLO_BREAKER_CLOSED);
+  wflo_breaker_put(b);
+}
+
+/* Leaving WFLO_RETRY's block early gives a half-open trial slot back. */
+static void test_breaker_early_exit_frees_trial(void **state) {
+  wflo_retry_policy_t p;
+  wflo_breaker_permit_t permit;
+  wflo_breaker_t *b = new_breaker(1, 1.0);
+  int rc, runs = 0;
+  (void)state;
+  policy_nojitter(&p);
+  p.breaker = b;
+  assert_int_equal(wflo_breaker_acquire(b, &permit), 0);
+  assert_int_equal(wflo_breaker_record(b, &permit, UV_EIO, -1), 0);
+  wflo_test_vclock_advance(2 * NS);
+  WFLO_RETRY(&p, rc) {
+    runs++;
+    assert_int_equal(wflo_breaker_state(b), WFLO_BREAKER_HALF_OPEN);
+    break; /* the trial's slot must not stay taken */
+  }
+  assert_int_equal(runs, 1);
+  assert_int_equal(wflo_breaker_acquire(b, &permit), 0);
+  assert_int_equal(wflo_breaker_record(b, &permit, 0, -1), 0);
+  assert_int_equal(wflo_breaker_state(b), WFLO_BREAKER_CLOSED);
+  wflo_breaker_put(b);
+}
+
 static void test_bad_configs(void **state) {
   wflo_retry_policy_t p;
   char buf[128], want[64];
@@ -1336,6 +1440,12 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_positive_and_edge_args, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_macro, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_breaker_guards_attempts, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_breaker_recovers_within_retry,
+                                      setup, teardown),
+      cmocka_unit_test_setup_teardown(test_breaker_early_exit_frees_trial,
+                                      setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_configs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_json, setup, teardown),
       cmocka_unit_test_setup_teardown(test_json_oom, setup, teardown),

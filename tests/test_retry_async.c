@@ -132,6 +132,12 @@ static void job_drop(job_t *j) {
     uv_close((uv_handle_t *)&j->io, io_closed);
 }
 
+/* Runs the loop dry and closes it; other libwflo objects may stay alive. */
+static void run_and_close_keep(uv_loop_t *loop) {
+  wflo_test_loop_close(loop);
+  assert_int_equal(wflo__loop_states_alive(), 0);
+}
+
 static void run_and_close(uv_loop_t *loop) {
   wflo_test_loop_close(loop); /* runs it dry, uv_loop_close() == 0 */
   assert_int_equal(wflo__loop_states_alive(), 0);
@@ -666,6 +672,49 @@ static void test_context_reentered(void **state) {
   assert_int_equal(j.bad + d.bad, 0);
 }
 
+/* A policy's breaker guards each async attempt: a refusal ends the retry
+ * without calling start, and the retry keeps its own reference on the
+ * breaker (the caller drops its own right after starting). */
+static void test_breaker_guards_async(void **state) {
+  uv_loop_t loop;
+  wflo_retry_policy_t p;
+  wflo_breaker_config_t bc;
+  wflo_breaker_t *b;
+  job_t j;
+  (void)state;
+  wflo_breaker_config_init(&bc);
+  bc.failure_threshold = 2;
+  assert_int_equal(wflo_breaker_new("async-guard", &bc, &b), 0);
+  policy_ms(&p, 1);
+  p.max_retries = 5;
+  p.breaker = b;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  job_init(&j, &loop, REPORT_LATER, 100, UV_EIO, 0);
+  assert_int_equal(job_go(&loop, &p, &j), 0);
+  assert_int_equal(wflo_breaker_state(b), WFLO_BREAKER_CLOSED);
+  run_and_close_keep(&loop);
+  assert_int_equal(j.dones, 1);
+  assert_int_equal(j.done_err, WFLO_E_BREAKER_OPEN);
+  assert_int_equal(j.starts, 2); /* the third attempt was refused */
+  assert_int_equal(wflo_breaker_state(b), WFLO_BREAKER_OPEN);
+  assert_int_equal(j.bad, 0);
+  wflo_breaker_put(b);
+  assert_int_equal(wflo_test_alloc_live(), 0);
+
+  /* The retry holds the breaker: dropping the caller's reference at once
+   * is fine (ASan would see a use after free otherwise). */
+  assert_int_equal(wflo_breaker_new("async-guard", &bc, &b), 0);
+  p.breaker = b;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  job_init(&j, &loop, REPORT_LATER, 1, UV_EIO, 0);
+  assert_int_equal(job_go(&loop, &p, &j), 0);
+  wflo_breaker_put(b);
+  run_and_close(&loop);
+  assert_int_equal(j.done_err, 0);
+  assert_int_equal(j.starts, 2);
+  assert_int_equal(j.bad, 0);
+}
+
 static void test_policy_copied(void **state) {
   uv_loop_t loop;
   wflo_retry_policy_t *p = malloc(sizeof(*p));
@@ -904,6 +953,8 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_many_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_context_reentered, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_breaker_guards_async, setup,
+                                      teardown),
       cmocka_unit_test_setup_teardown(test_policy_copied, setup, teardown),
       cmocka_unit_test_setup_teardown(test_events, setup, teardown),
       cmocka_unit_test_setup_teardown(test_start_refused, setup, teardown),

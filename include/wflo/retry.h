@@ -48,6 +48,7 @@
 #ifndef WFLO_RETRY_H
 #define WFLO_RETRY_H
 
+#include "breaker.h"
 #include "common.h"
 
 #ifdef __cplusplus
@@ -281,6 +282,8 @@ typedef struct wflo_retry_guard {
   double total_delay;
   uint64_t deadline_ns;
   bool has_deadline;
+  wflo_breaker_permit_t permit; /* the attempt's, when the policy names a
+                                   breaker */
   void *reserved[4];
 } wflo_retry_guard_t;
 
@@ -303,6 +306,8 @@ WFLO_EXTERN void wflo_retry_guard_end(wflo_retry_guard_t *g);
 #define WFLO_RETRY(policy_ptr, rc)                                            \
   for (wflo_retry_guard_t WFLO__RETRY_CLEANUP WFLO__RETRY_G = {               \
            (policy_ptr), &(rc), 0, 0, 0.0, 0.0, 0, false,                     \
+           {WFLO_BREAKER_CLOSED, 0, 0, 0, 0, 0, NULL,                         \
+            {NULL, NULL, NULL, NULL}},                                        \
            {NULL, NULL, NULL, NULL}};                                         \
        wflo_retry_guard_next(&WFLO__RETRY_G);)
 /* clang-format on */
