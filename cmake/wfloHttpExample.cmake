@@ -4,7 +4,8 @@
 # the generic loops already made them and linked libcurl; this adds the
 # client library they share, and the fake server the example runs against.
 
-if(TARGET PkgConfig::WFLO_CURL AND (TARGET llm_http OR TARGET test_http))
+if(TARGET PkgConfig::WFLO_CURL AND
+   (TARGET llm_http OR TARGET test_http OR TARGET agent_demo))
   set(_http_dir "${PROJECT_SOURCE_DIR}/examples/support")
 
   add_library(wflo_llm_client STATIC "${_http_dir}/llm_client.c")
