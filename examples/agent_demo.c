@@ -351,7 +351,7 @@ struct demo {
   wflo_metrics_server_t *metrics;
   execution_t *ex;
   int started, completed, failed, refused, running;
-  long retries, attempts;
+  long retries, attempts, fast_failed;
   transition_t transitions[256];
   int ntransitions;
   uv_timer_t progress;
@@ -452,6 +452,7 @@ static void on_lock(wflo_lock_req_t *req, int status) {
   }
   rc = wflo_breaker_acquire(e->demo->breaker, &e->permit);
   if (rc != 0) { /* open: fail fast, no request sent */
+    e->demo->fast_failed++;
     wflo_lock_release(&req->permit);
     wflo_call_done(e->call, rc);
     return;
@@ -603,9 +604,11 @@ static json_t *report_json(demo_t *d) {
                                 "completed", d->completed, "failed", d->failed,
                                 "refused_for_budget", d->refused));
   json_object_set_new(r, "calls",
-                      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "attempts",
-                                (json_int_t)d->attempts, "retries",
-                                (json_int_t)d->retries, "provider_requests",
+                      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+                                "attempts", (json_int_t)d->attempts,
+                                "retries", (json_int_t)d->retries,
+                                "failed_fast", (json_int_t)d->fast_failed,
+                                "provider_requests",
                                 (json_int_t)d->provider.requests, "ok",
                                 (json_int_t)d->provider.ok, "http_500",
                                 (json_int_t)d->provider.http500, "http_429",
@@ -683,9 +686,12 @@ static void print_summary(demo_t *d, json_t *report) {
   printf("executions  %d completed, %d failed, %d refused for budget "
          "(of %d)\n",
          d->completed, d->failed, d->refused, d->started);
-  printf("calls       %ld attempts, %ld retries; provider answered %ld ok, "
-         "%ld 500s, %ld 429s, %ld refused in the outage\n",
-         d->attempts, d->retries, d->provider.ok, d->provider.http500,
+  printf("calls       %ld attempts, %ld retries, %ld failed fast at the open "
+         "breaker\n",
+         d->attempts, d->retries, d->fast_failed);
+  printf("provider    %ld requests: %ld ok, %ld 500s, %ld 429s, %ld failed in "
+         "the outage\n",
+         d->provider.requests, d->provider.ok, d->provider.http500,
          d->provider.http429, d->provider.outage503);
   printf("breaker     %s:", d->opt.url != NULL ? d->opt.url : "sim-provider");
   for (i = 0; i < d->ntransitions; i++)
