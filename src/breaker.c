@@ -12,6 +12,8 @@
  * - COUNT/TIME windows: recording takes the window mutex. */
 #include "internal/breaker.h"
 #include "internal/config.h"
+#include "internal/health.h"
+#include "internal/metrics.h"
 
 #include <sched.h>
 
@@ -39,11 +41,123 @@
 
 #define NO_DURATION UINT64_MAX
 
-enum outcome { OUT_SUCCESS, OUT_FAILURE, OUT_NEUTRAL };
+/* Also the index into wflo__brk_metrics_t.calls: a refusal is the fourth
+ * outcome a call can have. */
+enum outcome { OUT_SUCCESS, OUT_FAILURE, OUT_NEUTRAL, OUT_REJECTED };
 
 static wflo__registry_t registry = WFLO__REGISTRY_INIT;
 
 _Static_assert(offsetof(wflo_breaker_t, ref) == 0, "ref comes first");
+
+/* --- metrics -------------------------------------------------------------- *
+ * wflo_circuit_breaker_calls_total{name,outcome} and
+ * wflo_circuit_breaker_state{name} live in a block made on first use: the
+ * CLOSED success path then costs a load of the block pointer and an add to
+ * this thread's own cell of the counter (no atomic read-modify-write).
+ * Transitions are counted by label lookup: they are rare. */
+
+static const char *const outcome_names[] = {"success", "failure", "ignored",
+                                            "rejected"};
+
+/* The state gauge is written after a transition by whoever made it, and
+ * transitions to HALF_OPEN or CLOSED are a bare CAS with nothing else
+ * serialising them. So a writer does not set the state it moved to: under
+ * this mutex it sets the state the word holds now. The last writer then
+ * reads a word at least as new as every completed transition, and a slow
+ * writer can never leave an older state behind. Rare, so one mutex for all
+ * breakers. */
+static uv_once_t gauge_once = UV_ONCE_INIT;
+static uv_mutex_t gauge_mu;
+
+static void gauge_init(void) { uv_mutex_init(&gauge_mu); }
+
+static double state_value(wflo_breaker_state_t s) {
+  return s == WFLO_BREAKER_OPEN ? 2.0 : s == WFLO_BREAKER_HALF_OPEN ? 1.0 : 0.0;
+}
+
+static void gauge_sync(wflo_breaker_t *b, wflo__brk_metrics_t *m) {
+  uv_once(&gauge_once, gauge_init);
+  uv_mutex_lock(&gauge_mu);
+  wflo__gauge_set(m->state, state_value(wflo_breaker_state(b)));
+  uv_mutex_unlock(&gauge_mu);
+}
+
+static void metrics_free(wflo__brk_metrics_t *m) {
+  size_t i;
+  if (m == NULL)
+    return;
+  for (i = 0; i < WFLO_ARRAY_SIZE(m->calls); i++)
+    wflo__metric_release(m->calls[i]);
+  wflo__metric_release(m->state);
+  wflo__free(m, sizeof(*m));
+}
+
+/* Resolves b's series and publishes them; another thread may win the race,
+ * then its block is used. NULL while metrics are off (no series appear
+ * then) or out of memory (the next use tries again). */
+static NOINLINE wflo__brk_metrics_t *metrics_create(wflo_breaker_t *b) {
+  wflo__brk_metrics_t *m, *seen = NULL;
+  const char *labels[2] = {b->name, NULL};
+  size_t i;
+  if (!wflo__metrics_active())
+    return NULL;
+  m = wflo__calloc(1, sizeof(*m));
+  if (m == NULL)
+    return NULL;
+  for (i = 0; i < WFLO_ARRAY_SIZE(m->calls); i++) {
+    labels[1] = outcome_names[i];
+    m->calls[i] = wflo__metric_get(WFLO__M_BREAKER_CALLS, labels);
+    if (m->calls[i] == NULL)
+      goto fail_free_metrics;
+  }
+  m->state = wflo__metric_get(WFLO__M_BREAKER_STATE, labels);
+  if (m->state == NULL)
+    goto fail_free_metrics;
+  if (!atomic_compare_exchange_strong(&b->met, &seen, m)) {
+    metrics_free(m);
+    return seen;
+  }
+  gauge_sync(b, m);
+  return m;
+
+fail_free_metrics:
+  metrics_free(m);
+  return NULL;
+}
+
+static inline wflo__brk_metrics_t *metrics_of(wflo_breaker_t *b) {
+  wflo__brk_metrics_t *m = atomic_load_explicit(&b->met, memory_order_acquire);
+  return wflo__likely(m != NULL) ? m : metrics_create(b);
+}
+
+/* Counts one call's outcome. The block's series are never NULL. */
+static inline void count_call(wflo_breaker_t *b, enum outcome out) {
+  wflo__brk_metrics_t *m;
+  unsigned slot;
+  if (!wflo__metrics_active())
+    return;
+  m = metrics_of(b);
+  if (wflo__unlikely(m == NULL))
+    return;
+  slot = wflo__metric_slot();
+  wflo__metric_cell_add(wflo__metric_cell(m->calls[out], slot, 0), slot, 1);
+}
+
+/* After a transition from -> to: the state gauge (kept current even while
+ * metrics are off, once it exists) and the transition counter. */
+static void count_transition(wflo_breaker_t *b, unsigned from, unsigned to) {
+  const char *labels[3];
+  wflo__brk_metrics_t *m = wflo__metrics_active()
+                               ? metrics_of(b)
+                               : atomic_load_explicit(&b->met,
+                                                      memory_order_acquire);
+  if (m != NULL)
+    gauge_sync(b, m);
+  labels[0] = b->name;
+  labels[1] = wflo_breaker_state_name((wflo_breaker_state_t)from);
+  labels[2] = wflo_breaker_state_name((wflo_breaker_state_t)to);
+  wflo__counter_add_labels(WFLO__M_BREAKER_TRANSITIONS, labels, 1);
+}
 
 /* --- objects -------------------------------------------------------------- */
 
@@ -52,6 +166,7 @@ static size_t breaker_bytes(uint32_t slots) {
 }
 
 static void breaker_free(wflo_breaker_t *b) {
+  metrics_free(atomic_load_explicit(&b->met, memory_order_acquire));
   wflo__bwindow_free(b->win);
   if (b->cfg.nerrors > 0)
     wflo__free((void *)(uintptr_t)b->cfg.errors, b->cfg.nerrors * sizeof(int));
@@ -95,6 +210,7 @@ static int breaker_alloc(const char *name, const wflo__bcfg_t *e,
       goto fail_free_errors;
   }
   atomic_init(&b->word, wflo__brk_word(WFLO__BRK_CLOSED, 0, 0));
+  atomic_init(&b->met, NULL);
   wflo__ref_init(&b->ref);
   *out = b;
   return 0;
@@ -207,11 +323,13 @@ const char *wflo_breaker_state_name(wflo_breaker_state_t s) {
   return "unknown";
 }
 
-static void emit_transition(const wflo_breaker_t *b, unsigned from,
-                            unsigned to, uint32_t count) {
+/* Metrics and the event of a transition, with no lock held. */
+static void emit_transition(wflo_breaker_t *b, unsigned from, unsigned to,
+                            uint32_t count) {
   json_t *from_j;
   if (from == WFLO__BRK_CLOSED && to == WFLO__BRK_CLOSED)
     return; /* a reset of a closed breaker changes no state */
+  count_transition(b, from, to);
   if (to == WFLO__BRK_OPEN) {
     if (!wflo__event_on(WFLO_LOG_ERROR))
       return;
@@ -330,6 +448,7 @@ void wflo_breaker_reset(wflo_breaker_t *b) {
 /* --- admission ------------------------------------------------------------ */
 
 static int refuse(wflo_breaker_permit_t *p, unsigned st) {
+  count_call(p->breaker, OUT_REJECTED);
   p->state = st == WFLO__BRK_HALF ? WFLO_BREAKER_HALF_OPEN : WFLO_BREAKER_OPEN;
   p->flags = PERMIT_REFUSED;
   return WFLO_E_BREAKER_OPEN;
@@ -646,10 +765,13 @@ static NOINLINE int record_slow(wflo_breaker_t *b, wflo_breaker_permit_t *p,
   int rc;
   if (b == NULL || p == NULL)
     return WFLO_E_INVAL;
+  enum outcome out;
   rc = take_permit(b, p);
   if (rc != 0)
     return rc;
-  apply(b, p, classify(b, result), dur_from_s(duration_s));
+  out = classify(b, result);
+  count_call(b, out);
+  apply(b, p, out, dur_from_s(duration_s));
   return 0;
 }
 
@@ -663,6 +785,7 @@ int wflo_breaker_record(wflo_breaker_t *b, wflo_breaker_permit_t *p,
     uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
     if (wflo__likely(w == wflo__brk_word(WFLO__BRK_CLOSED, p->gen, 0))) {
       p->flags = PERMIT_RECORDED;
+      count_call(b, OUT_SUCCESS);
       return 0;
     }
   }
@@ -683,6 +806,7 @@ int wflo_breaker_record_timed(wflo_breaker_permit_t *p, int result) {
 void wflo_breaker_abandon(wflo_breaker_permit_t *p) {
   if (p == NULL || take_permit(p->breaker, p) != 0)
     return;
+  count_call(p->breaker, OUT_NEUTRAL);
   apply(p->breaker, p, OUT_NEUTRAL, NO_DURATION);
 }
 
@@ -761,4 +885,38 @@ json_t *wflo_breaker_state_json(wflo_breaker_t *b) {
       wflo__json_real(wflo__ns_to_s(b->cfg.recovery_ns)), "open_for_seconds",
       wflo__json_real(s.open_for), "time_until_half_open",
       wflo__json_real(s.until_half), NULL);
+}
+
+/* --- health --------------------------------------------------------------- */
+
+int wflo__breaker_health(json_t *arr, bool *healthy) {
+  wflo__ref_t **refs;
+  size_t n, i;
+  int rc = wflo__registry_snapshot(&registry, &refs, &n);
+  if (rc != 0)
+    return rc;
+  for (i = 0; i < n; i++) {
+    wflo_breaker_t *b = (wflo_breaker_t *)(void *)refs[i];
+    bool open = wflo_breaker_state(b) == WFLO_BREAKER_OPEN;
+    json_t *j;
+    if (open)
+      *healthy = false;
+    if (arr != NULL && rc == 0) {
+      /* wflo__json_set() and json_array_append_new() steal, also when they
+       * fail; only j itself is ours to drop. */
+      j = wflo_breaker_state_json(b);
+      if (j == NULL)
+        rc = WFLO_E_NOMEM;
+      else if (wflo__json_set(j, "healthy", json_boolean(!open)) != 0) {
+        json_decref(j);
+        rc = WFLO_E_NOMEM;
+      } else if (json_array_append_new(arr, j) != 0) {
+        rc = WFLO_E_NOMEM;
+      }
+    }
+    wflo_breaker_put(b);
+  }
+  if (n > 0)
+    wflo__free(refs, n * sizeof(*refs));
+  return rc;
 }

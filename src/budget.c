@@ -31,6 +31,13 @@
  * the same amounts, so modular arithmetic keeps it exact. */
 #include "internal/config.h"
 #include "internal/context.h"
+#include "internal/metrics.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 
 static uint64_t sat_add(uint64_t a, uint64_t b) {
   return a > WFLO__PICO_SAT - b ? WFLO__PICO_SAT : a + b;
@@ -97,6 +104,43 @@ static void emit_exceeded(wflo_context_t *c, uint64_t requested) {
                      NULL));
 }
 
+/* --- metrics ----------------------------------------------------------------
+ * Spend is counted once, at the committing context, under its workflow
+ * name: a commit that rolls up into ancestors is still one amount spent.
+ * The context holds its series from its first commit or charge, so a charge
+ * costs a pointer load and an add to this thread's own counter cell, with
+ * no label lookup. Refusals are rare: a lookup by label. */
+
+static NOINLINE wflo__metric_series_t *spent_series(wflo_context_t *c) {
+  const char *labels[1] = {c->workflow};
+  wflo__metric_series_t *s = wflo__metric_get(WFLO__M_BUDGET_SPENT, labels);
+  wflo__metric_series_t *seen = NULL;
+  if (s == NULL)
+    return NULL; /* out of memory: this amount is not counted */
+  if (!atomic_compare_exchange_strong(&c->m_spent, &seen, s)) {
+    wflo__metric_release(s); /* another thread published the same series */
+    return seen;
+  }
+  return s;
+}
+
+static inline void count_spent(wflo_context_t *c, uint64_t pico) {
+  wflo__metric_series_t *s;
+  unsigned slot;
+  if (!wflo__metrics_active() || pico == 0)
+    return;
+  s = atomic_load_explicit(&c->m_spent, memory_order_acquire);
+  if (wflo__unlikely(s == NULL) && (s = spent_series(c)) == NULL)
+    return;
+  slot = wflo__metric_slot();
+  wflo__metric_cell_add(wflo__metric_cell(s, slot, 0), slot, pico);
+}
+
+static void count_refusal(const wflo_context_t *c) {
+  const char *labels[1] = {c->workflow};
+  wflo__counter_add_labels(WFLO__M_BUDGET_REFUSALS, labels, 1);
+}
+
 /* Takes x on every level of the chain; on a refusal undoes the levels
  * already taken and returns the level that refused. */
 static wflo_context_t *take_chain(wflo_context_t *ctx, uint64_t x) {
@@ -120,6 +164,7 @@ int wflo__budget_reserve_pico(wflo_context_t *ctx, uint64_t pico,
   if (ctx != NULL) {
     c = take_chain(ctx, pico);
     if (c != NULL) {
+      count_refusal(ctx);
       emit_exceeded(c, pico);
       return WFLO_E_BUDGET_EXCEEDED;
     }
@@ -171,6 +216,7 @@ int wflo__budget_commit_pico(wflo_budget_resv_t *resv, uint64_t pico,
     if (pico > 0 && exceeded == NULL && over_budget(c, u))
       exceeded = c;
   }
+  count_spent(ctx, pico);
   /* Events and the ledger run after the accounting, with no lock held. */
   wflo__ledger_record(ctx, model, pico);
   if (exceeded != NULL)
@@ -207,9 +253,11 @@ int wflo_budget_charge(wflo_context_t *ctx, double usd) {
       adjust(ctx, 0, x);
   }
   if (wflo__unlikely(refused != NULL)) {
+    count_refusal(ctx);
     emit_exceeded(refused, x);
     return WFLO_E_BUDGET_EXCEEDED;
   }
+  count_spent(ctx, x);
   if (wflo__unlikely(wflo__ledger_on()))
     wflo__ledger_record(ctx, NULL, x);
   return 0;

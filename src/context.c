@@ -3,6 +3,7 @@
  * the current budget costs a TLS load and an atomic load. Budget accounting
  * is in budget.c. */
 #include "internal/context.h"
+#include "internal/metrics.h"
 
 #include <stdio.h>
 
@@ -110,6 +111,7 @@ void wflo_context_put(wflo_context_t *ctx) {
   /* Iterative over parents: a deep chain must not recurse. */
   while (ctx != NULL && wflo__ref_dec(&ctx->ref)) {
     wflo_context_t *parent = ctx->parent;
+    wflo__metric_release(atomic_load(&ctx->m_spent));
     wflo__strfree(ctx->execution_id);
     wflo__strfree(ctx->workflow);
     wflo__free(ctx, sizeof(*ctx));

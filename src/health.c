@@ -2,6 +2,7 @@
  * per-module sections, and user health checks run on the per-loop
  * scheduler (internal/loop.h): one embedded timer per check for its period
  * and one for the probe's timeout, no handle of its own. */
+#include "internal/breaker.h"
 #include "internal/config.h"
 #include "internal/health.h"
 #include "internal/list.h"
@@ -15,8 +16,10 @@ struct wflo_health_probe_s {
   uint64_t started_ns;
   int result;     /* written by the reporting thread, read after the post */
   bool timed_out; /* loop thread only */
-  /* Breaker feed, once the breaker module is merged (see feed_begin):
-   * wflo_breaker_permit_t permit; bool admitted; */
+  /* Breaker feed (loop thread only): the probe's admission, recorded once
+   * by feed_end. */
+  wflo_breaker_permit_t permit;
+  bool admitted;
 };
 
 struct wflo_health_check_s {
@@ -130,33 +133,31 @@ int wflo_health_check_config_from_json(const json_t *j,
 }
 
 /* --- breaker feed ---------------------------------------------------------------
- * The breaker module lives on another branch; these are the three places it
- * plugs in (the lead's merge replaces the bodies):
- *   breaker_hold:  take a reference on c->breaker (internal ref_inc).
- *   breaker_drop:  wflo_breaker_put(c->breaker).
- *   feed_begin:    p->admitted =
- *                    wflo_breaker_acquire(c->breaker, &p->permit) == 0;
- *                  (a probe runs even when the circuit rejects it, so the
- *                  health summary stays current; only admitted probes are
- *                  recorded, which also makes a probe the HALF_OPEN trial.)
- *   feed_end:      if (p->admitted) wflo_breaker_record(c->breaker,
- *                    &p->permit, result, duration_s);
- * feed_end runs once per admitted probe: at its report, or at its timeout
- * with WFLO_E_TIMEOUT (a late report then records nothing). */
-static void breaker_hold(wflo_breaker_t *b) { WFLO_UNUSED(b); }
-static void breaker_drop(wflo_breaker_t *b) { WFLO_UNUSED(b); }
+ * A check with a breaker records every probe in it as one call, so a
+ * failing dependency opens the circuit before users' calls hit it. A probe
+ * runs even when the circuit refuses it, so the health summary stays
+ * current; only admitted probes are recorded, which also makes a probe the
+ * HALF_OPEN trial that closes a recovered circuit. feed_end runs once per
+ * admitted probe: at its report, or at its timeout with WFLO_E_TIMEOUT (a
+ * late report then records nothing). */
+static void breaker_hold(wflo_breaker_t *b) {
+  if (b != NULL)
+    wflo__breaker_ref(b);
+}
+
+static void breaker_drop(wflo_breaker_t *b) { wflo_breaker_put(b); }
 
 static void feed_begin(wflo_health_check_t *c, wflo_health_probe_t *p) {
-  WFLO_UNUSED(c);
-  WFLO_UNUSED(p);
+  p->admitted = c->breaker != NULL &&
+                wflo_breaker_acquire(c->breaker, &p->permit) == 0;
 }
 
 static void feed_end(wflo_health_check_t *c, wflo_health_probe_t *p,
                      int result, double duration_s) {
-  WFLO_UNUSED(c);
-  WFLO_UNUSED(p);
-  WFLO_UNUSED(result);
-  WFLO_UNUSED(duration_s);
+  if (!p->admitted)
+    return;
+  p->admitted = false;
+  (void)wflo_breaker_record(c->breaker, &p->permit, result, duration_s);
 }
 
 /* --- running checks ------------------------------------------------------------- */
@@ -367,13 +368,15 @@ static int checks_section(json_t *arr, bool *healthy) {
   return rc;
 }
 
-/* Sections in output order. Modules with registries add their row here
- * (internal/health.h): {"breakers", wflo__breaker_health},
- * {"locks", wflo__lock_health}, {"workflows", wflo__workflow_health}. */
+/* Sections in output order; each module with a registry provides its own
+ * (internal/health.h). */
 static const struct section {
   const char *key;
   wflo__health_section_fn fn;
 } sections[] = {
+    {"breakers", wflo__breaker_health},
+    {"locks", wflo__lock_health},
+    {"workflows", wflo__workflow_health},
     {"checks", checks_section},
 };
 

@@ -2,6 +2,7 @@
  * commit the exact cost of the tokens used after it. Costs stay in
  * pico-dollars from the price table to the budget, never through a double. */
 #include "internal/context.h"
+#include "internal/metrics.h"
 #include "internal/workflow.h"
 
 /* A cost above the largest amount is recorded as the largest amount: the
@@ -11,9 +12,22 @@ static uint64_t clamp_cost(uint64_t pico) {
   return pico > max ? max : pico;
 }
 
+/* wflo_llm_tokens_total{model,kind}: what the call used, counted at its
+ * commit whether or not a context pays for it. */
+static void count_tokens(const char *model, const wflo_llm_usage_t *u) {
+  const char *labels[2] = {model, "prompt"};
+  if (u->prompt_tokens > 0)
+    wflo__counter_add_labels(WFLO__M_LLM_TOKENS, labels, u->prompt_tokens);
+  labels[1] = "completion";
+  if (u->completion_tokens > 0)
+    wflo__counter_add_labels(WFLO__M_LLM_TOKENS, labels,
+                             u->completion_tokens);
+}
+
 static int commit_usage(wflo_budget_resv_t *resv, const wflo__price_t *p,
                         const wflo_llm_usage_t *u, const char *model) {
   uint64_t cost = clamp_cost(wflo__pricing_cost_pico(p, u));
+  count_tokens(model, u);
   return wflo__budget_commit_pico(resv, cost, model);
 }
 

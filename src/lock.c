@@ -7,6 +7,7 @@
 
 #include "internal/config.h"
 #include "internal/context.h"
+#include "internal/health.h"
 
 static const char what[] = "lock";
 
@@ -96,6 +97,30 @@ static bool config_same(const wflo_lock_config_t *a,
 
 /* --- objects ------------------------------------------------------------- */
 
+/* A lock's series; one that cannot be made (out of memory) stays NULL and
+ * is ignored: metrics never fail a lock. */
+static void metrics_get(wflo_lock_t *l) {
+  const char *labels[1] = {l->name};
+  l->m.wait = wflo__metric_get(WFLO__M_LOCK_WAIT, labels);
+  l->m.rate = wflo__metric_get(WFLO__M_LOCK_CONTENTION_RATE, labels);
+  l->m.holders = wflo__metric_get(WFLO__M_LOCK_HOLDERS, labels);
+  l->m.timeouts = wflo__metric_get(WFLO__M_LOCK_TIMEOUTS, labels);
+}
+
+static void metrics_release(wflo_lock_t *l) {
+  wflo__metric_release(l->m.wait);
+  wflo__metric_release(l->m.rate);
+  wflo__metric_release(l->m.holders);
+  wflo__metric_release(l->m.timeouts);
+}
+
+void wflo__lock_rate_set(wflo_lock_t *l) {
+  uint64_t total = l->busy_only.acquisitions + l->busy_only.waited;
+  wflo__gauge_set(l->m.rate, total > 0 ? (double)l->busy_only.contended /
+                                             (double)total
+                                       : 0.0);
+}
+
 static int lock_alloc(const char *name, const wflo_lock_config_t *c,
                       wflo_lock_t **out) {
   wflo_lock_t *l = wflo__calloc(1, sizeof(*l));
@@ -121,6 +146,7 @@ static int lock_alloc(const char *name, const wflo_lock_config_t *c,
   wflo__list_init(&l->busy_only.holders);
   wflo__list_init(&l->synced.waiters);
   wflo__list_init(&l->synced.bindings);
+  metrics_get(l);
   *out = l;
   return 0;
 
@@ -132,6 +158,7 @@ fail_free_lock:
 }
 
 static void lock_destroy(wflo_lock_t *l) {
+  metrics_release(l);
   uv_mutex_destroy(&l->synced.mu);
   wflo__strfree(l->name);
   wflo__free(l, sizeof(*l));
@@ -325,6 +352,7 @@ void wflo__lock_leave_queue(wflo_lock_t *l, wflo_lock_permit_t *p) {
 }
 
 void wflo__lock_count_wait(wflo_lock_t *l, uint64_t wait_ns) {
+  wflo__histogram_observe(l->m.wait, wflo__ns_to_s(wait_ns));
   l->synced.acquisitions++;
   l->synced.wait_sum_ns += wait_ns;
   if (wait_ns > l->synced.wait_max_ns)
@@ -389,10 +417,13 @@ SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
   if (!(s & WFLO__LOCK_QUEUED) && s >= WFLO__LOCK_ONE) {
     hold(l, p);
     l->busy_only.acquisitions++;
+    wflo__lock_rate_grant(l);
     wflo__lock_busy_unlock(l, s - WFLO__LOCK_ONE);
+    wflo__lock_observe_no_wait(l);
   } else if (timeout_ns == 0) {
     wflo__lock_busy_unlock(l, s);
     l->synced.timeout_count++;
+    wflo__counter_add(l->m.timeouts, 1);
     rc = WFLO_E_LOCK_TIMEOUT;
   } else if (l->synced.nwaiters >= (size_t)l->cfg.max_waiters) {
     wflo__lock_busy_unlock(l, s);
@@ -423,6 +454,9 @@ SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
     wait_ns = wait_ns > w.start_ns ? wait_ns - w.start_ns : 0;
     p->wait_time = wflo__ns_to_s(wait_ns);
     wflo__lock_count_wait(l, wait_ns);
+    s = wflo__lock_busy_lock(l);
+    wflo__lock_rate_sync(l);
+    wflo__lock_busy_unlock(l, s);
     uv_mutex_unlock(&l->synced.mu);
     uv_cond_destroy(&w.cond);
     if (wait_ns > l->threshold_ns)
@@ -432,6 +466,7 @@ SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
   /* Timed out while still queued: leave without touching anyone else. */
   wflo__lock_leave_queue(l, p);
   l->synced.timeout_count++;
+  wflo__counter_add(l->m.timeouts, 1);
   uv_mutex_unlock(&l->synced.mu);
   uv_cond_destroy(&w.cond);
   wait_ns = wflo__now_ns();
@@ -503,7 +538,9 @@ int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
   if (wflo__likely(!(s & WFLO__LOCK_FASTOFF) && s >= WFLO__LOCK_ONE)) {
     hold(l, permit);
     l->busy_only.acquisitions++;
+    wflo__lock_rate_grant(l);
     wflo__lock_busy_unlock(l, s - WFLO__LOCK_ONE);
+    wflo__lock_observe_no_wait(l);
     return 0;
   }
   wflo__lock_busy_unlock(l, s);
@@ -660,4 +697,53 @@ json_t *wflo_lock_stats_json(wflo_lock_t *l) {
       json_integer((json_int_t)l->cfg.max_concurrent), "timeout_count",
       json_integer((json_int_t)v.timeouts), "current_waiters",
       json_integer((json_int_t)v.waiters), NULL);
+}
+
+/* --- health --------------------------------------------------------------- */
+
+static json_t *health_json(wflo_lock_t *l) {
+  uint64_t s, total, contention, timeouts;
+  size_t waiters;
+  int holders;
+  uv_mutex_lock(&l->synced.mu);
+  s = wflo__lock_busy_lock(l);
+  total = l->busy_only.acquisitions + l->synced.acquisitions;
+  holders = l->cfg.max_concurrent - (int)(s / WFLO__LOCK_ONE);
+  wflo__lock_busy_unlock(l, s);
+  contention = l->synced.contention_count;
+  timeouts = l->synced.timeout_count;
+  waiters = l->synced.nwaiters;
+  uv_mutex_unlock(&l->synced.mu);
+  return wflo__json_obj(
+      "resource_name", wflo__json_string(l->name), "current_waiters",
+      json_integer((json_int_t)waiters), "current_holders",
+      json_integer(holders), "concurrent_capacity",
+      json_integer(l->cfg.max_concurrent), "total_acquisitions",
+      json_integer((json_int_t)total), "contention_count",
+      json_integer((json_int_t)contention), "contention_rate",
+      wflo__json_real(total > 0 ? (double)contention / (double)total : 0.0),
+      "timeout_count", json_integer((json_int_t)timeouts), NULL);
+}
+
+/* Locks are informational: waiters and contention never make libwflo
+ * unhealthy (a busy bulkhead is doing its job). */
+int wflo__lock_health(json_t *arr, bool *healthy) {
+  wflo__ref_t **refs;
+  size_t n, i;
+  int rc;
+  WFLO_UNUSED(healthy);
+  if (arr == NULL)
+    return 0;
+  rc = wflo__registry_snapshot(&registry, &refs, &n);
+  if (rc != 0)
+    return rc;
+  for (i = 0; i < n; i++) {
+    wflo_lock_t *l = wflo__container_of(refs[i], wflo_lock_t, ref);
+    if (rc == 0 && json_array_append_new(arr, health_json(l)) != 0)
+      rc = WFLO_E_NOMEM;
+    wflo_lock_put(l);
+  }
+  if (n > 0)
+    wflo__free(refs, n * sizeof(*refs));
+  return rc;
 }

@@ -194,6 +194,7 @@ static void on_timeout(wflo__timer_t *t) {
   }
   wflo__lock_leave_queue(l, p);
   l->synced.timeout_count++;
+  wflo__counter_add(l->m.timeouts, 1);
   now_ns = wflo__now_ns();
   uv_mutex_unlock(&l->synced.mu);
 
@@ -234,6 +235,7 @@ static size_t take_batch(wflo_lock_t *l, wflo__lock_binding_t *b,
       }
       p->priv.state = WFLO__PERMIT_HELD;
       wflo__list_insert_tail(&l->busy_only.holders, n);
+      wflo__lock_rate_sync(l);
     }
     batch[k++] = permit_req(p);
   }
@@ -311,7 +313,9 @@ static int enqueue(wflo_lock_t *l, wflo__lock_binding_t *b,
   uint64_t s = wflo__lock_busy_lock(l);
   if (!(s & WFLO__LOCK_QUEUED) && s >= WFLO__LOCK_ONE) {
     l->busy_only.acquisitions++;
+    wflo__lock_rate_grant(l);
     wflo__lock_busy_unlock(l, s - WFLO__LOCK_ONE);
+    wflo__lock_observe_no_wait(l);
     *post = ready_push(b, p, WFLO__PERMIT_GRANTED);
     return 0;
   }
@@ -320,6 +324,7 @@ static int enqueue(wflo_lock_t *l, wflo__lock_binding_t *b,
     if (timeout_ns != 0)
       return WFLO_E_QUEUE_FULL;
     l->synced.timeout_count++;
+    wflo__counter_add(l->m.timeouts, 1);
     return WFLO_E_LOCK_TIMEOUT;
   }
   wflo__lock_busy_unlock(l, s | WFLO__LOCK_QUEUED);

@@ -142,8 +142,9 @@ static void slot_release(void *p) {
 #endif
 
 /* Bumped by reset: per-thread lookup caches compare it before trusting an
- * entry, because reset frees the series they point to. */
-static atomic_uint_fast64_t cache_gen = 1;
+ * entry, because reset frees the series they point to. Extern for the
+ * modules' own caches (wflo__metric_gen). */
+atomic_uint_fast64_t wflo__metric_cache_gen = 1;
 
 static void metrics_init(void) {
   size_t i, n = uv_available_parallelism();
@@ -456,7 +457,7 @@ static wflo__metric_series_t *find_cached(wflo__metric_id_t id,
     return NULL;
   h = labels_hash(id, labels);
   e = &tl_cache[h & (CACHE_SIZE - 1)];
-  gen = atomic_load_explicit(&cache_gen, memory_order_relaxed);
+  gen = wflo__metric_gen();
   if (e->gen == gen && e->hash == h && e->s->fam == &families[id] &&
       labels_equal(e->s, labels))
     return e->s;
@@ -465,6 +466,14 @@ static wflo__metric_series_t *find_cached(wflo__metric_id_t id,
   e->gen = e->s != NULL ? gen : 0;
   e->hash = h;
   return e->s;
+}
+
+wflo__metric_series_t *wflo__metric_find(wflo__metric_id_t id,
+                                         const char *const *labels) {
+  if ((unsigned)id >= WFLO__M_COUNT || families[id].type == WFLO__MT_GAUGE)
+    return NULL;
+  ensure_init();
+  return lookup(id, labels, labels_hash(id, labels), false);
 }
 
 void wflo__counter_add_labels(wflo__metric_id_t id, const char *const *labels,
@@ -573,6 +582,6 @@ void wflo_metrics_reset(void) {
         zero_cells(s);
     }
   }
-  atomic_fetch_add_explicit(&cache_gen, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&wflo__metric_cache_gen, 1, memory_order_relaxed);
   uv_mutex_unlock(&mu);
 }

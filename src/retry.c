@@ -9,6 +9,7 @@
 
 #include "internal/config.h"
 #include "internal/loop.h"
+#include "internal/metrics.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define WFLO__NOINLINE __attribute__((noinline))
@@ -237,8 +238,11 @@ bool wflo__retry_is_retryable(const wflo_retry_policy_t *p, int err) {
   return !wflo__err_is_verdict(err);
 }
 
+/* Also the one place both paths pass when a retry is scheduled: the delay
+ * histogram is fed here, before the level check. */
 void wflo__retry_emit_scheduled(const wflo_retry_policy_t *p, int attempt,
                                 int err, double delay) {
+  wflo__histogram_observe_labels(WFLO__M_RETRY_DELAY, NULL, delay);
   if (!wflo__event_on(WFLO_LOG_WARN))
     return;
   wflo__emit("retry_scheduled", WFLO_LOG_WARN,
@@ -264,6 +268,67 @@ void wflo__retry_emit_exhausted(const wflo_retry_policy_t *p, int attempts,
              wflo__json_obj("policy", wflo__json_string(p->name), "attempts",
                             json_integer(attempts), "error",
                             wflo__json_err(err), NULL));
+}
+
+/* --- attempt metrics --------------------------------------------------------
+ * wflo_retry_attempts_total{policy,result}, one count per attempt. The sync
+ * success path pays for it on every call, and a lookup by label text (hash
+ * and compare) would cost more than the whole path, so the sync engine
+ * keeps its own one-entry per-thread cache: keyed by the policy's name
+ * pointer, confirmed against the name's text (a caller may rewrite a name
+ * buffer between calls; DESIGN lends pointers for one call only), trusted
+ * while wflo_metrics_reset() has not run since it was filled. A NULL name
+ * (the default) skips the text compare. */
+
+enum { RES_SUCCESS, RES_RETRY, RES_FAILURE };
+static const char *const result_names[] = {"success", "retry", "failure"};
+
+typedef struct attempt_cache {
+  uint64_t gen; /* wflo__metric_gen() when filled; 0: empty */
+  const char *name;
+  wflo__metric_series_t *s[3]; /* by result */
+} attempt_cache_t;
+
+static WFLO_THREAD_LOCAL attempt_cache_t tl_attempts;
+
+static WFLO__NOINLINE wflo__metric_series_t *
+attempt_fill(const wflo_retry_policy_t *p, int res) {
+  attempt_cache_t *c = &tl_attempts;
+  const char *labels[2] = {p->name, NULL};
+  uint64_t gen = wflo__metric_gen();
+  int i;
+  c->gen = 0;
+  for (i = 0; i < 3; i++) {
+    labels[1] = result_names[i];
+    c->s[i] = wflo__metric_find(WFLO__M_RETRY_ATTEMPTS, labels);
+    if (c->s[i] == NULL)
+      return NULL; /* out of memory: not counted, looked up again next time */
+  }
+  c->name = p->name;
+  c->gen = gen;
+  return c->s[res];
+}
+
+static inline void count_attempt(const wflo_retry_policy_t *p, int res) {
+  attempt_cache_t *c = &tl_attempts;
+  wflo__metric_series_t *s;
+  unsigned slot;
+  if (!wflo__metrics_active())
+    return;
+  if (wflo__likely(c->gen == wflo__metric_gen() && c->name == p->name &&
+                   (p->name == NULL ||
+                    strcmp(c->s[0]->labels[0], p->name) == 0)))
+    s = c->s[res];
+  else if ((s = attempt_fill(p, res)) == NULL)
+    return;
+  slot = wflo__metric_slot();
+  wflo__metric_cell_add(wflo__metric_cell(s, slot, 0), slot, 1);
+}
+
+/* A failed attempt that ends the retry: counted, then its final result. */
+static int attempt_final(const wflo_retry_policy_t *p, int fin) {
+  count_attempt(p, RES_FAILURE);
+  return fin;
 }
 
 /* --- sync engine -----------------------------------------------------------
@@ -369,15 +434,15 @@ static int on_failure(wflo_retry_guard_t *g, int err) {
 
   tl_hint = -1.0;
   if (!wflo__retry_is_retryable(p, err))
-    return err;
+    return attempt_final(p, err);
   if (g->retries >= p->max_retries) {
     wflo__retry_emit_exhausted(p, attempts, err);
-    return err;
+    return attempt_final(p, err);
   }
   if (hint >= 0.0) {
     if (hint > p->max_delay) { /* never sleep past the policy */
       wflo__retry_emit_exhausted(p, attempts, err);
-      return err;
+      return attempt_final(p, err);
     }
     delay = hint;
   } else {
@@ -388,12 +453,13 @@ static int on_failure(wflo_retry_guard_t *g, int err) {
    * that loop: refuse to wait there (zero waits are harmless). Checked here
    * rather than up front so the success path stays a direct call. */
   if (ns > 0 && wflo__in_loop_callback())
-    return WFLO_E_STATE;
+    return attempt_final(p, WFLO_E_STATE);
   if (g->has_deadline &&
       wflo__retry_add_sat(wflo__now_ns(), ns) > g->deadline_ns) {
     wflo__retry_emit_exhausted(p, attempts, WFLO_E_TIMEOUT);
-    return WFLO_E_TIMEOUT;
+    return attempt_final(p, WFLO_E_TIMEOUT);
   }
+  count_attempt(p, RES_RETRY);
   if (p->on_retry != NULL)
     p->on_retry(g->retries + 1, err, delay, p->user_data);
   wflo__retry_emit_scheduled(p, g->retries + 1, err, delay);
@@ -429,6 +495,7 @@ static WFLO__NOINLINE int retry_slow(const wflo_retry_policy_t *p,
       break;
     rc = run_attempt(p, fn, arg);
     if (rc >= 0) {
+      count_attempt(p, RES_SUCCESS);
       wflo__retry_emit_succeeded(p, wflo__retry_attempts(g.retries));
       fin = rc;
       break;
@@ -450,6 +517,7 @@ int wflo_retry_execute_ex(const wflo_retry_policy_t *p, int (*fn)(void *arg),
   deadline = start_deadline(p);
   rc = run_attempt(p, fn, arg);
   if (wflo__likely(rc >= 0)) {
+    count_attempt(p, RES_SUCCESS);
     set_report(report, 1, 0.0, 0);
     return rc;
   }
@@ -485,6 +553,7 @@ static bool guard_after(wflo_retry_guard_t *g, int rc, bool admitted) {
     attempt_end(rc, false);
     g->state = G_DONE;
     if (rc >= 0) {
+      count_attempt(g->policy, RES_SUCCESS);
       if (g->retries > 0)
         wflo__retry_emit_succeeded(g->policy,
                                    wflo__retry_attempts(g->retries));

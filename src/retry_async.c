@@ -27,6 +27,7 @@
 #include "internal/breaker.h"
 #include "internal/context.h"
 #include "internal/loop.h"
+#include "internal/metrics.h"
 
 struct wflo_call_s {
   wflo_retry_t *retry;
@@ -209,6 +210,13 @@ static bool schedule_next(wflo_retry_t *r, int err, int *fin) {
   return true;
 }
 
+/* wflo_retry_attempts_total{policy,result} for the attempt that reported.
+ * A label lookup: an async attempt costs far more anyway. */
+static void count_attempt(const wflo_retry_t *r, const char *result) {
+  const char *labels[2] = {r->policy.name, result};
+  wflo__counter_add_labels(WFLO__M_RETRY_ATTEMPTS, labels, 1);
+}
+
 /* ... and reports here, from the loop. */
 static void attempt_report(wflo_retry_t *r) {
   wflo__ctx_scope_t s;
@@ -227,6 +235,7 @@ static void attempt_report(wflo_retry_t *r) {
   else if (err < 0)
     scheduled = schedule_next(r, err, &fin);
   wflo__ctx_scope_exit(&s);
+  count_attempt(r, err >= 0 ? "success" : scheduled ? "retry" : "failure");
   /* A cancel made by a callback above also wins: after wflo_retry_cancel
    * returned 0, done always gets WFLO_E_CANCELED. */
   if (!scheduled)

@@ -4,6 +4,7 @@
  * concurrently on any thread and nothing here needs a lock. */
 #include "internal/config.h"
 #include "internal/context.h"
+#include "internal/health.h"
 #include "internal/registry.h"
 #include "internal/workflow.h"
 
@@ -198,4 +199,36 @@ void wflo__workflow_list_free(wflo_workflow_t **arr, size_t n) {
   for (i = 0; i < n; i++)
     wflo_workflow_put(arr[i]);
   wflo__free(arr, n * sizeof(*arr));
+}
+
+/* --- health --------------------------------------------------------------- */
+
+static json_t *health_json(const wflo_workflow_t *wf) {
+  wflo__workflow_stats_t s;
+  wflo__workflow_stats(wf, &s);
+  return wflo__json_obj(
+      "name", wflo__json_string(wf->name), "budget_per_execution_usd",
+      wflo__json_real(s.budget_per_execution_usd), "executions",
+      count(s.executions), "succeeded", count(s.succeeded), "failed",
+      count(s.failed), "refused", count(s.refused), "in_flight",
+      count(s.in_flight), "spent_usd", json_real(s.spent_usd), NULL);
+}
+
+/* Workflows are informational: failures and budget refusals are the
+ * executions' business, not libwflo's health. */
+int wflo__workflow_health(json_t *arr, bool *healthy) {
+  wflo_workflow_t **wfs;
+  size_t n, i;
+  int rc;
+  WFLO_UNUSED(healthy);
+  if (arr == NULL)
+    return 0;
+  rc = wflo__workflow_list(&wfs, &n);
+  if (rc != 0)
+    return rc;
+  for (i = 0; i < n && rc == 0; i++)
+    if (json_array_append_new(arr, health_json(wfs[i])) != 0)
+      rc = WFLO_E_NOMEM;
+  wflo__workflow_list_free(wfs, n);
+  return rc;
 }

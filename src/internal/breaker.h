@@ -71,6 +71,15 @@ typedef struct wflo__bwindow wflo__bwindow_t;
 
 #define WFLO__BRK_NAME_INLINE 24
 
+/* A breaker's metric series, created on its first use while metrics are
+ * enabled (a million idle registered breakers cost no series) and released
+ * when the breaker is destroyed. calls[] is indexed by outcome: success,
+ * failure, ignored (neutral), rejected. */
+typedef struct wflo__brk_metrics {
+  struct wflo__metric_series *calls[4];
+  struct wflo__metric_series *state;
+} wflo__brk_metrics_t;
+
 struct wflo_breaker_s {
   /* Registry lookups touch only this first part: the chain node and the
    * name it compares, kept together so a lookup among a million breakers
@@ -83,6 +92,9 @@ struct wflo_breaker_s {
    * line shared between cores. */
   _Atomic uint64_t word;
   wflo__bwindow_t *win; /* read by every record: next to the word */
+  /* NULL until the first use with metrics on; published once (CAS). One
+   * pointer, so the consecutive-mode breaker keeps its size class. */
+  _Atomic(wflo__brk_metrics_t *) met;
   wflo__bcfg_t cfg;
   const char *name; /* name_buf, or a separate copy; NULL when unnamed */
 

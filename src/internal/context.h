@@ -28,6 +28,10 @@ struct wflo_context_s {
    * wflo_workflow_end() so one execution cannot be ended twice while the
    * context lives on; 0 for contexts made by wflo_context_new(). */
   atomic_uintptr_t owner;
+  /* wflo_budget_spent_usd_total{workflow}'s series, held by the context
+   * from its first commit or charge (budget.c) to its destruction: the
+   * charge path then adds to it without a label lookup. NULL before. */
+  _Atomic(struct wflo__metric_series *) m_spent;
   /* Keep the write-hot words off the read-mostly line, so threads reading
    * the budget do not bounce with threads spending. */
   char pad[64];

@@ -24,4 +24,9 @@
  * registry mutex while building JSON. */
 typedef int (*wflo__health_section_fn)(json_t *arr, bool *healthy);
 
+/* The sections, each in its module (breaker.c, lock.c, workflow.c). */
+int wflo__breaker_health(json_t *arr, bool *healthy);
+int wflo__lock_health(json_t *arr, bool *healthy);
+int wflo__workflow_health(json_t *arr, bool *healthy);
+
 #endif /* WFLO_INTERNAL_HEALTH_H */

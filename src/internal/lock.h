@@ -20,6 +20,7 @@
 #include "common.h"
 #include "list.h"
 #include "loop.h"
+#include "metrics.h"
 #include "registry.h"
 
 #define WFLO__LOCK_BUSY ((uint64_t)1)
@@ -73,10 +74,22 @@ struct wflo_lock_s {
   /* Free permits * WFLO__LOCK_ONE | SLOW | QUEUED | BUSY. */
   atomic_uint_fast64_t st;
 
+  /* Metric series {resource}, resolved at creation and released at
+   * destruction; NULL (out of memory) makes updates no-ops. holders is set
+   * at every BUSY unlock, so gauge writes are serialised with the permit
+   * count they mirror. */
+  struct {
+    wflo__metric_series_t *wait, *rate, *holders, *timeouts;
+  } m;
+
   /* Under the BUSY bit. */
   struct {
     wflo__list_t holders;  /* held permits (priv.link) */
     uint64_t acquisitions; /* granted without waiting */
+    /* Copies of synced.acquisitions and synced.contention_count, taken
+     * under both locks, so the contention-rate gauge can be recomputed on
+     * the fast path (which holds only BUSY), and only while it is not 0. */
+    uint64_t waited, contended;
   } busy_only;
 
   struct {
@@ -118,9 +131,46 @@ static inline uint64_t wflo__lock_busy_lock(wflo_lock_t *l) {
     return s;
   return wflo__lock_busy_spin(l);
 }
-/* Stores s (BUSY cleared) into `st`: the new state and the unlock at once. */
+/* Stores s (BUSY cleared) into `st`: the new state and the unlock at once.
+ * The holders gauge is set first, still under BUSY: permits not free are
+ * held (or granted and being delivered). */
 static inline void wflo__lock_busy_unlock(wflo_lock_t *l, uint64_t s) {
+  wflo__gauge_set(l->m.holders, (double)(l->cfg.max_concurrent -
+                                         (int)(s / WFLO__LOCK_ONE)));
   atomic_store_explicit(&l->st, s & ~WFLO__LOCK_BUSY, memory_order_release);
+}
+
+/* --- metrics (lock.c) ------------------------------------------------------ */
+
+/* Under BUSY: sets the contention-rate gauge from busy_only's counts. */
+void wflo__lock_rate_set(wflo_lock_t *l);
+
+/* Under BUSY after a grant: the rate moves with every acquisition once
+ * there was contention, and stays 0 (its initial value) until then. */
+static inline void wflo__lock_rate_grant(wflo_lock_t *l) {
+  if (wflo__unlikely(l->busy_only.contended != 0))
+    wflo__lock_rate_set(l);
+}
+
+/* Under synced.mu and BUSY, after waits were counted: refreshes
+ * busy_only's copies and the rate. */
+static inline void wflo__lock_rate_sync(wflo_lock_t *l) {
+  l->busy_only.waited = l->synced.acquisitions;
+  l->busy_only.contended = l->synced.contention_count;
+  wflo__lock_rate_grant(l);
+}
+
+/* A grant that did not wait: observing 0 s in wflo_lock_wait_seconds is one
+ * count in the first bucket (cell 0, bound > 0) and nothing added to the
+ * sum, so the bucket search and the floating-point add are skipped. Any
+ * thread, no lock needed. */
+static inline void wflo__lock_observe_no_wait(wflo_lock_t *l) {
+  wflo__metric_series_t *h = l->m.wait;
+  unsigned slot;
+  if (!wflo__likely(wflo__metrics_active() && h != NULL))
+    return;
+  slot = wflo__metric_slot();
+  wflo__metric_cell_add(wflo__metric_cell(h, slot, 0), slot, 1);
 }
 
 /* --- shared helpers (lock.c) --------------------------------------------- */

@@ -231,6 +231,20 @@ void wflo__counter_add_labels(wflo__metric_id_t id, const char *const *labels,
 void wflo__histogram_observe_labels(wflo__metric_id_t id,
                                     const char *const *labels, double v);
 
+/* Caches of their own. A hot path whose labels come with each call (the
+ * sync retry's policy name) may keep series found with wflo__metric_find()
+ * in a per-thread cache of its own, keyed as it likes, and trust an entry
+ * only while wflo__metric_gen() still returns the value it had when the
+ * entry was filled: wflo_metrics_reset() bumps it when it frees the series
+ * no object holds. Counter and histogram families only; NULL when out of
+ * memory (then look again next time). Takes the mutex, may allocate. */
+extern atomic_uint_fast64_t wflo__metric_cache_gen;
+static inline uint64_t wflo__metric_gen(void) {
+  return atomic_load_explicit(&wflo__metric_cache_gen, memory_order_relaxed);
+}
+wflo__metric_series_t *wflo__metric_find(wflo__metric_id_t id,
+                                         const char *const *labels);
+
 /* --- reading (src/metrics_prom.c, src/health.c) ----------------------------
  * A snapshot takes a reference on every series in the exposition, grouped by
  * family in table order, each family in creation order, so the renderers

@@ -51,6 +51,10 @@ void wflo_test_assert_no_leaks(void);
  * (WFLO_E_STATE means something of libwflo is still alive: a leak). */
 void wflo_test_restore_alloc(void);
 
+/* Metric series outlive the objects that counted into them until
+ * wflo_metrics_reset(); the harness frees them (wflo_metrics_reset) before
+ * it counts, in these two and in every leak check, so only memory of live
+ * objects counts. Call them with no other thread using libwflo. */
 size_t wflo_test_alloc_live(void);       /* live allocations */
 size_t wflo_test_alloc_live_bytes(void); /* their requested bytes */
 /* Allocation attempts (alloc + resize) since the counting allocator was
