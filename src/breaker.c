@@ -130,16 +130,28 @@ static inline wflo__brk_metrics_t *metrics_of(wflo_breaker_t *b) {
   return wflo__likely(m != NULL) ? m : metrics_create(b);
 }
 
-/* Counts one call's outcome. The block's series are never NULL. */
+/* The first count of a breaker or of a thread: makes the block, claims the
+ * thread's shard. */
+static NOINLINE void count_call_slow(wflo_breaker_t *b, enum outcome out) {
+  wflo__brk_metrics_t *m = metrics_of(b);
+  if (m != NULL)
+    wflo__counter_add(m->calls[out], 1);
+}
+
+/* Counts one call's outcome. The block's series are never NULL. Whatever
+ * needs a call is out of line and last, so the record path keeps no
+ * registers across it. */
 static inline void count_call(wflo_breaker_t *b, enum outcome out) {
   wflo__brk_metrics_t *m;
   unsigned slot;
   if (!wflo__metrics_active())
     return;
-  m = metrics_of(b);
-  if (wflo__unlikely(m == NULL))
+  m = atomic_load_explicit(&b->met, memory_order_acquire);
+  slot = wflo__tl_metric_slot;
+  if (wflo__unlikely(m == NULL || slot == 0)) {
+    count_call_slow(b, out);
     return;
-  slot = wflo__metric_slot();
+  }
   wflo__metric_cell_add(wflo__metric_cell(m->calls[out], slot, 0), slot, 1);
 }
 

@@ -111,17 +111,24 @@ static void emit_exceeded(wflo_context_t *c, uint64_t requested) {
  * costs a pointer load and an add to this thread's own counter cell, with
  * no label lookup. Refusals are rare: a lookup by label. */
 
-static NOINLINE wflo__metric_series_t *spent_series(wflo_context_t *c) {
+/* The first amount a context spends (resolves and publishes its series;
+ * another thread may publish the same series first), or the first a thread
+ * counts (claims its shard). Out of line and called last, so the charge
+ * path keeps nothing live across a call. */
+static NOINLINE void count_spent_slow(wflo_context_t *c, uint64_t pico) {
   const char *labels[1] = {c->workflow};
-  wflo__metric_series_t *s = wflo__metric_get(WFLO__M_BUDGET_SPENT, labels);
-  wflo__metric_series_t *seen = NULL;
-  if (s == NULL)
-    return NULL; /* out of memory: this amount is not counted */
-  if (!atomic_compare_exchange_strong(&c->m_spent, &seen, s)) {
-    wflo__metric_release(s); /* another thread published the same series */
-    return seen;
+  wflo__metric_series_t *s, *seen = NULL;
+  s = atomic_load_explicit(&c->m_spent, memory_order_acquire);
+  if (s == NULL) {
+    s = wflo__metric_get(WFLO__M_BUDGET_SPENT, labels);
+    if (s == NULL)
+      return; /* out of memory: this amount is not counted */
+    if (!atomic_compare_exchange_strong(&c->m_spent, &seen, s)) {
+      wflo__metric_release(s); /* the same series: drop our hold */
+      s = seen;
+    }
   }
-  return s;
+  wflo__counter_add(s, pico);
 }
 
 static inline void count_spent(wflo_context_t *c, uint64_t pico) {
@@ -130,9 +137,11 @@ static inline void count_spent(wflo_context_t *c, uint64_t pico) {
   if (!wflo__metrics_active() || pico == 0)
     return;
   s = atomic_load_explicit(&c->m_spent, memory_order_acquire);
-  if (wflo__unlikely(s == NULL) && (s = spent_series(c)) == NULL)
+  slot = wflo__tl_metric_slot;
+  if (wflo__unlikely(s == NULL || slot == 0)) {
+    count_spent_slow(c, pico);
     return;
-  slot = wflo__metric_slot();
+  }
   wflo__metric_cell_add(wflo__metric_cell(s, slot, 0), slot, pico);
 }
 
@@ -235,16 +244,19 @@ int wflo_budget_commit(wflo_budget_resv_t *resv, double actual_usd) {
   return wflo__budget_commit_pico(resv, wflo__usd_to_pico(actual_usd), NULL);
 }
 
-int wflo_budget_charge(wflo_context_t *ctx, double usd) {
+/* Out of line: the refusal's label lookup would otherwise give the charge
+ * path a stack frame. */
+static NOINLINE int charge_refused(wflo_context_t *ctx,
+                                   wflo_context_t *refused, uint64_t x) {
+  count_refusal(ctx);
+  emit_exceeded(refused, x);
+  return WFLO_E_BUDGET_EXCEEDED;
+}
+
+/* A child context, or a ledger to feed: the chain is taken level by
+ * level. Out of line, so the common charge below has no frame to build. */
+static NOINLINE int charge_slow(wflo_context_t *ctx, uint64_t x) {
   wflo_context_t *refused = NULL;
-  uint64_t x;
-  if (wflo__unlikely(ctx == NULL || !wflo__amount_ok(usd)))
-    return WFLO_E_INVAL;
-  x = wflo__usd_to_pico(usd);
-  /* reserve + commit of the same amount: used += x and nothing else, so
-   * no reservation is ever visible and `reserved` is untouched. The first
-   * level is taken inline: a root context (the common case) costs one CAS
-   * and no further call. */
   if (wflo__unlikely(!take(ctx, x))) {
     refused = ctx;
   } else if (ctx->parent != NULL) {
@@ -252,14 +264,28 @@ int wflo_budget_charge(wflo_context_t *ctx, double usd) {
     if (refused != NULL)
       adjust(ctx, 0, x);
   }
-  if (wflo__unlikely(refused != NULL)) {
-    count_refusal(ctx);
-    emit_exceeded(refused, x);
-    return WFLO_E_BUDGET_EXCEEDED;
-  }
-  count_spent(ctx, x);
-  if (wflo__unlikely(wflo__ledger_on()))
+  if (refused != NULL)
+    return charge_refused(ctx, refused, x);
+  if (wflo__ledger_on())
     wflo__ledger_record(ctx, NULL, x);
+  count_spent(ctx, x);
+  return 0;
+}
+
+int wflo_budget_charge(wflo_context_t *ctx, double usd) {
+  uint64_t x;
+  if (wflo__unlikely(ctx == NULL || !wflo__amount_ok(usd)))
+    return WFLO_E_INVAL;
+  x = wflo__usd_to_pico(usd);
+  /* reserve + commit of the same amount: used += x and nothing else, so
+   * no reservation is ever visible and `reserved` is untouched. A root
+   * context with no ledger (the common case) costs one CAS and one add to
+   * this thread's own cell of the spend counter, and calls nothing. */
+  if (wflo__unlikely(ctx->parent != NULL || wflo__ledger_on()))
+    return charge_slow(ctx, x);
+  if (wflo__unlikely(!take(ctx, x)))
+    return charge_refused(ctx, ctx, x);
+  count_spent(ctx, x);
   return 0;
 }
 

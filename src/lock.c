@@ -97,28 +97,93 @@ static bool config_same(const wflo_lock_config_t *a,
 
 /* --- objects ------------------------------------------------------------- */
 
+/* --- metrics ----------------------------------------------------------------
+ * wflo_lock_holders and wflo_lock_contention_rate are gauges of state the
+ * lock keeps anyway, and grants that did not wait are counted beside
+ * busy_only.acquisitions: the collector reads them into the series when
+ * metrics are read (internal/metrics.h), so an uncontended acquire and
+ * release write no metric at all. Waits that did happen and timeouts are
+ * slow paths: they update their series as they occur. Every lock, private
+ * ones too, is on one list for the collector. */
+
+static uv_once_t all_once = UV_ONCE_INIT;
+static uv_mutex_t all_mu;
+static wflo__list_t all_locks;
+
+static void collect(void);
+static wflo__metric_collector_t collector = {collect, NULL, false};
+
+static void all_init(void) {
+  uv_mutex_init(&all_mu);
+  wflo__list_init(&all_locks);
+}
+
+/* Under synced.mu: moves the grants that did not wait, counted since the
+ * last flush, into the histogram's first bucket (a 0 s observation is one
+ * count there and nothing on the sum). */
+static void flush_no_wait(wflo_lock_t *l) {
+  uint64_t s = wflo__lock_busy_lock(l), n;
+  unsigned slot;
+  n = l->busy_only.no_wait - l->busy_only.no_wait_flushed;
+  l->busy_only.no_wait_flushed = l->busy_only.no_wait;
+  wflo__lock_busy_unlock(l, s);
+  if (n == 0 || l->m.wait == NULL)
+    return;
+  slot = wflo__metric_slot();
+  wflo__metric_cell_add(wflo__metric_cell(l->m.wait, slot, 0), slot, n);
+}
+
+/* Under synced.mu, which also orders two scrapes' gauge writes. */
+static void collect_one(wflo_lock_t *l) {
+  uint64_t s = wflo__lock_busy_lock(l), total;
+  int holders = l->cfg.max_concurrent - (int)(s / WFLO__LOCK_ONE);
+  total = l->busy_only.acquisitions + l->synced.acquisitions;
+  wflo__lock_busy_unlock(l, s);
+  wflo__gauge_set(l->m.holders, (double)holders);
+  wflo__gauge_set(l->m.rate, total > 0 ? (double)l->synced.contention_count /
+                                             (double)total
+                                       : 0.0);
+  flush_no_wait(l);
+}
+
+static void collect(void) {
+  wflo__list_t *n;
+  uv_mutex_lock(&all_mu);
+  wflo__list_foreach(n, &all_locks) {
+    wflo_lock_t *l = wflo__container_of(n, wflo_lock_t, all_node);
+    uv_mutex_lock(&l->synced.mu);
+    collect_one(l);
+    uv_mutex_unlock(&l->synced.mu);
+  }
+  uv_mutex_unlock(&all_mu);
+}
+
 /* A lock's series; one that cannot be made (out of memory) stays NULL and
  * is ignored: metrics never fail a lock. */
-static void metrics_get(wflo_lock_t *l) {
+static void metrics_start(wflo_lock_t *l) {
   const char *labels[1] = {l->name};
   l->m.wait = wflo__metric_get(WFLO__M_LOCK_WAIT, labels);
   l->m.rate = wflo__metric_get(WFLO__M_LOCK_CONTENTION_RATE, labels);
   l->m.holders = wflo__metric_get(WFLO__M_LOCK_HOLDERS, labels);
   l->m.timeouts = wflo__metric_get(WFLO__M_LOCK_TIMEOUTS, labels);
+  uv_once(&all_once, all_init);
+  wflo__metric_collector_add(&collector);
+  uv_mutex_lock(&all_mu);
+  wflo__list_insert_tail(&all_locks, &l->all_node);
+  uv_mutex_unlock(&all_mu);
 }
 
-static void metrics_release(wflo_lock_t *l) {
+/* The counts not flushed yet stay in the histogram (counters outlive their
+ * objects); the gauges leave with their last holder. */
+static void metrics_stop(wflo_lock_t *l) {
+  uv_mutex_lock(&all_mu);
+  wflo__list_remove(&l->all_node);
+  uv_mutex_unlock(&all_mu);
+  flush_no_wait(l);
   wflo__metric_release(l->m.wait);
   wflo__metric_release(l->m.rate);
   wflo__metric_release(l->m.holders);
   wflo__metric_release(l->m.timeouts);
-}
-
-void wflo__lock_rate_set(wflo_lock_t *l) {
-  uint64_t total = l->busy_only.acquisitions + l->busy_only.waited;
-  wflo__gauge_set(l->m.rate, total > 0 ? (double)l->busy_only.contended /
-                                             (double)total
-                                       : 0.0);
 }
 
 static int lock_alloc(const char *name, const wflo_lock_config_t *c,
@@ -146,7 +211,7 @@ static int lock_alloc(const char *name, const wflo_lock_config_t *c,
   wflo__list_init(&l->busy_only.holders);
   wflo__list_init(&l->synced.waiters);
   wflo__list_init(&l->synced.bindings);
-  metrics_get(l);
+  metrics_start(l);
   *out = l;
   return 0;
 
@@ -158,7 +223,7 @@ fail_free_lock:
 }
 
 static void lock_destroy(wflo_lock_t *l) {
-  metrics_release(l);
+  metrics_stop(l);
   uv_mutex_destroy(&l->synced.mu);
   wflo__strfree(l->name);
   wflo__free(l, sizeof(*l));
@@ -417,9 +482,8 @@ SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
   if (!(s & WFLO__LOCK_QUEUED) && s >= WFLO__LOCK_ONE) {
     hold(l, p);
     l->busy_only.acquisitions++;
-    wflo__lock_rate_grant(l);
+    wflo__lock_count_no_wait(l);
     wflo__lock_busy_unlock(l, s - WFLO__LOCK_ONE);
-    wflo__lock_observe_no_wait(l);
   } else if (timeout_ns == 0) {
     wflo__lock_busy_unlock(l, s);
     l->synced.timeout_count++;
@@ -454,9 +518,6 @@ SLOW_PATH static int acquire_slow(wflo_lock_t *l, wflo_lock_permit_t *p,
     wait_ns = wait_ns > w.start_ns ? wait_ns - w.start_ns : 0;
     p->wait_time = wflo__ns_to_s(wait_ns);
     wflo__lock_count_wait(l, wait_ns);
-    s = wflo__lock_busy_lock(l);
-    wflo__lock_rate_sync(l);
-    wflo__lock_busy_unlock(l, s);
     uv_mutex_unlock(&l->synced.mu);
     uv_cond_destroy(&w.cond);
     if (wait_ns > l->threshold_ns)
@@ -538,9 +599,8 @@ int wflo_lock_acquire(wflo_lock_t *l, wflo_lock_permit_t *permit,
   if (wflo__likely(!(s & WFLO__LOCK_FASTOFF) && s >= WFLO__LOCK_ONE)) {
     hold(l, permit);
     l->busy_only.acquisitions++;
-    wflo__lock_rate_grant(l);
+    wflo__lock_count_no_wait(l);
     wflo__lock_busy_unlock(l, s - WFLO__LOCK_ONE);
-    wflo__lock_observe_no_wait(l);
     return 0;
   }
   wflo__lock_busy_unlock(l, s);

@@ -235,7 +235,6 @@ static size_t take_batch(wflo_lock_t *l, wflo__lock_binding_t *b,
       }
       p->priv.state = WFLO__PERMIT_HELD;
       wflo__list_insert_tail(&l->busy_only.holders, n);
-      wflo__lock_rate_sync(l);
     }
     batch[k++] = permit_req(p);
   }
@@ -313,9 +312,8 @@ static int enqueue(wflo_lock_t *l, wflo__lock_binding_t *b,
   uint64_t s = wflo__lock_busy_lock(l);
   if (!(s & WFLO__LOCK_QUEUED) && s >= WFLO__LOCK_ONE) {
     l->busy_only.acquisitions++;
-    wflo__lock_rate_grant(l);
+    wflo__lock_count_no_wait(l);
     wflo__lock_busy_unlock(l, s - WFLO__LOCK_ONE);
-    wflo__lock_observe_no_wait(l);
     *post = ready_push(b, p, WFLO__PERMIT_GRANTED);
     return 0;
   }

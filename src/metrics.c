@@ -490,6 +490,38 @@ void wflo__histogram_observe_labels(wflo__metric_id_t id,
   wflo__histogram_observe(find_cached(id, labels), v);
 }
 
+/* --- collectors ------------------------------------------------------------------
+ * A list of their own under a mutex of their own: a collector takes module
+ * locks and may claim a shard (which takes `mu`), so `mu` is never held
+ * while one runs. The list mutex is held while they run, which also keeps
+ * a reset from interleaving with a scrape's collection. */
+
+static uv_once_t collect_once = UV_ONCE_INIT;
+static uv_mutex_t collect_mu;
+static wflo__metric_collector_t *collectors;
+
+static void collect_init(void) { uv_mutex_init(&collect_mu); }
+
+void wflo__metric_collector_add(wflo__metric_collector_t *c) {
+  uv_once(&collect_once, collect_init);
+  uv_mutex_lock(&collect_mu);
+  if (!c->added) {
+    c->added = true;
+    c->next = collectors;
+    collectors = c;
+  }
+  uv_mutex_unlock(&collect_mu);
+}
+
+static void collect_all(void) {
+  wflo__metric_collector_t *c;
+  uv_once(&collect_once, collect_init);
+  uv_mutex_lock(&collect_mu);
+  for (c = collectors; c != NULL; c = c->next)
+    c->collect();
+  uv_mutex_unlock(&collect_mu);
+}
+
 /* --- reading -------------------------------------------------------------------- */
 
 uint64_t wflo__metric_read_cell(const wflo__metric_series_t *s, size_t i) {
@@ -520,6 +552,7 @@ int wflo__metric_snapshot_take(wflo__metric_snapshot_t *snap) {
   wflo__list_t *it;
   memset(snap, 0, sizeof(*snap));
   ensure_init();
+  collect_all();
   uv_mutex_lock(&mu);
   for (i = 0; i < WFLO__M_COUNT; i++)
     n += fams[i].count;
@@ -569,6 +602,9 @@ static void zero_cells(wflo__metric_series_t *s) {
 void wflo_metrics_reset(void) {
   size_t i;
   ensure_init();
+  /* Values still held by objects land in their series first, then are
+   * zeroed with everything else. */
+  collect_all();
   uv_mutex_lock(&mu);
   for (i = 0; i < WFLO__M_COUNT; i++) {
     wflo__list_t *it = fams[i].list.next, *next;

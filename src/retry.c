@@ -274,11 +274,13 @@ void wflo__retry_emit_exhausted(const wflo_retry_policy_t *p, int attempts,
  * wflo_retry_attempts_total{policy,result}, one count per attempt. The sync
  * success path pays for it on every call, and a lookup by label text (hash
  * and compare) would cost more than the whole path, so the sync engine
- * keeps its own one-entry per-thread cache: keyed by the policy's name
- * pointer, confirmed against the name's text (a caller may rewrite a name
- * buffer between calls; DESIGN lends pointers for one call only), trusted
- * while wflo_metrics_reset() has not run since it was filled. A NULL name
- * (the default) skips the text compare. */
+ * keeps per-thread caches of its own: keyed by the policy's name pointer,
+ * confirmed against the name's text (a caller may rewrite a name buffer
+ * between calls; DESIGN lends pointers for one call only), trusted while
+ * wflo_metrics_reset() has not run since they were filled. A NULL name
+ * (the default) skips the text compare. The success path reads a small
+ * initial-exec one (no __tls_get_addr call in the shared library); the
+ * three series of the last policy seen live in an ordinary one. */
 
 enum { RES_SUCCESS, RES_RETRY, RES_FAILURE };
 static const char *const result_names[] = {"success", "retry", "failure"};
@@ -289,40 +291,81 @@ typedef struct attempt_cache {
   wflo__metric_series_t *s[3]; /* by result */
 } attempt_cache_t;
 
-static WFLO_THREAD_LOCAL attempt_cache_t tl_attempts;
+/* The success series' cell of this thread's shard, worked out at fill time
+ * (slot: the shard it belongs to, rechecked on use). */
+typedef struct success_cache {
+  uint64_t gen;
+  const char *name;
+  const char *label; /* the series' copy of the name */
+  _Atomic uint64_t *cell;
+  unsigned slot;
+} success_cache_t;
 
-static WFLO__NOINLINE wflo__metric_series_t *
-attempt_fill(const wflo_retry_policy_t *p, int res) {
+static WFLO_THREAD_LOCAL attempt_cache_t tl_attempts;
+static WFLO_THREAD_LOCAL WFLO__TLS_FAST success_cache_t tl_success;
+
+static bool cache_hit(uint64_t gen, const char *name,
+                      const wflo__metric_series_t *s,
+                      const wflo_retry_policy_t *p) {
+  return gen == wflo__metric_gen() && name == p->name &&
+         (p->name == NULL || strcmp(s->labels[0], p->name) == 0);
+}
+
+/* The series of (p's name, res), or NULL when out of memory. */
+static wflo__metric_series_t *attempt_series(const wflo_retry_policy_t *p,
+                                             int res) {
   attempt_cache_t *c = &tl_attempts;
   const char *labels[2] = {p->name, NULL};
-  uint64_t gen = wflo__metric_gen();
+  uint64_t gen;
   int i;
+  if (c->gen != 0 && cache_hit(c->gen, c->name, c->s[0], p))
+    return c->s[res];
+  gen = wflo__metric_gen();
   c->gen = 0;
   for (i = 0; i < 3; i++) {
     labels[1] = result_names[i];
     c->s[i] = wflo__metric_find(WFLO__M_RETRY_ATTEMPTS, labels);
     if (c->s[i] == NULL)
-      return NULL; /* out of memory: not counted, looked up again next time */
+      return NULL; /* not counted; looked up again next time */
   }
   c->name = p->name;
   c->gen = gen;
   return c->s[res];
 }
 
-static inline void count_attempt(const wflo_retry_policy_t *p, int res) {
-  attempt_cache_t *c = &tl_attempts;
+/* Every count but a hit of the success cache: also the thread's first
+ * count (which claims its shard). */
+static WFLO__NOINLINE void count_attempt(const wflo_retry_policy_t *p,
+                                         int res) {
   wflo__metric_series_t *s;
+  unsigned slot;
+  if (!wflo__metrics_active() || (s = attempt_series(p, res)) == NULL)
+    return;
+  slot = wflo__metric_slot();
+  if (res == RES_SUCCESS) {
+    tl_success.gen = tl_attempts.gen;
+    tl_success.name = p->name;
+    tl_success.label = s->labels[0];
+    tl_success.cell = wflo__metric_cell(s, slot, 0);
+    tl_success.slot = slot;
+  }
+  wflo__metric_cell_add(wflo__metric_cell(s, slot, 0), slot, 1);
+}
+
+static inline void count_success(const wflo_retry_policy_t *p) {
+  success_cache_t *c = &tl_success;
   unsigned slot;
   if (!wflo__metrics_active())
     return;
+  slot = wflo__tl_metric_slot;
+  /* An empty cache has gen 0, which wflo__metric_gen() never returns. */
   if (wflo__likely(c->gen == wflo__metric_gen() && c->name == p->name &&
-                   (p->name == NULL ||
-                    strcmp(c->s[0]->labels[0], p->name) == 0)))
-    s = c->s[res];
-  else if ((s = attempt_fill(p, res)) == NULL)
+                   c->slot == slot &&
+                   (p->name == NULL || strcmp(c->label, p->name) == 0))) {
+    wflo__metric_cell_add(c->cell, slot, 1);
     return;
-  slot = wflo__metric_slot();
-  wflo__metric_cell_add(wflo__metric_cell(s, slot, 0), slot, 1);
+  }
+  count_attempt(p, RES_SUCCESS);
 }
 
 /* A failed attempt that ends the retry: counted, then its final result. */
@@ -495,7 +538,7 @@ static WFLO__NOINLINE int retry_slow(const wflo_retry_policy_t *p,
       break;
     rc = run_attempt(p, fn, arg);
     if (rc >= 0) {
-      count_attempt(p, RES_SUCCESS);
+      count_success(p);
       wflo__retry_emit_succeeded(p, wflo__retry_attempts(g.retries));
       fin = rc;
       break;
@@ -517,7 +560,7 @@ int wflo_retry_execute_ex(const wflo_retry_policy_t *p, int (*fn)(void *arg),
   deadline = start_deadline(p);
   rc = run_attempt(p, fn, arg);
   if (wflo__likely(rc >= 0)) {
-    count_attempt(p, RES_SUCCESS);
+    count_success(p);
     set_report(report, 1, 0.0, 0);
     return rc;
   }
@@ -553,7 +596,7 @@ static bool guard_after(wflo_retry_guard_t *g, int rc, bool admitted) {
     attempt_end(rc, false);
     g->state = G_DONE;
     if (rc >= 0) {
-      count_attempt(g->policy, RES_SUCCESS);
+      count_success(g->policy);
       if (g->retries > 0)
         wflo__retry_emit_succeeded(g->policy,
                                    wflo__retry_attempts(g->retries));

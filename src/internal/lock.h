@@ -75,21 +75,21 @@ struct wflo_lock_s {
   atomic_uint_fast64_t st;
 
   /* Metric series {resource}, resolved at creation and released at
-   * destruction; NULL (out of memory) makes updates no-ops. holders is set
-   * at every BUSY unlock, so gauge writes are serialised with the permit
-   * count they mirror. */
+   * destruction; NULL (out of memory) makes updates no-ops. The gauges and
+   * the grants that did not wait are read from the lock by the collector
+   * (lock.c) when metrics are read, so the fast paths write none of them. */
   struct {
     wflo__metric_series_t *wait, *rate, *holders, *timeouts;
   } m;
+  wflo__list_t all_node; /* every lock, for the collector (lock.c) */
 
   /* Under the BUSY bit. */
   struct {
     wflo__list_t holders;  /* held permits (priv.link) */
     uint64_t acquisitions; /* granted without waiting */
-    /* Copies of synced.acquisitions and synced.contention_count, taken
-     * under both locks, so the contention-rate gauge can be recomputed on
-     * the fast path (which holds only BUSY), and only while it is not 0. */
-    uint64_t waited, contended;
+    /* Of those, the ones granted while metrics were on, and how many of
+     * them the collector has moved into wflo_lock_wait_seconds (0 s). */
+    uint64_t no_wait, no_wait_flushed;
   } busy_only;
 
   struct {
@@ -131,46 +131,20 @@ static inline uint64_t wflo__lock_busy_lock(wflo_lock_t *l) {
     return s;
   return wflo__lock_busy_spin(l);
 }
-/* Stores s (BUSY cleared) into `st`: the new state and the unlock at once.
- * The holders gauge is set first, still under BUSY: permits not free are
- * held (or granted and being delivered). */
+/* Stores s (BUSY cleared) into `st`: the new state and the unlock at once. */
 static inline void wflo__lock_busy_unlock(wflo_lock_t *l, uint64_t s) {
-  wflo__gauge_set(l->m.holders, (double)(l->cfg.max_concurrent -
-                                         (int)(s / WFLO__LOCK_ONE)));
   atomic_store_explicit(&l->st, s & ~WFLO__LOCK_BUSY, memory_order_release);
 }
 
 /* --- metrics (lock.c) ------------------------------------------------------ */
 
-/* Under BUSY: sets the contention-rate gauge from busy_only's counts. */
-void wflo__lock_rate_set(wflo_lock_t *l);
-
-/* Under BUSY after a grant: the rate moves with every acquisition once
- * there was contention, and stays 0 (its initial value) until then. */
-static inline void wflo__lock_rate_grant(wflo_lock_t *l) {
-  if (wflo__unlikely(l->busy_only.contended != 0))
-    wflo__lock_rate_set(l);
-}
-
-/* Under synced.mu and BUSY, after waits were counted: refreshes
- * busy_only's copies and the rate. */
-static inline void wflo__lock_rate_sync(wflo_lock_t *l) {
-  l->busy_only.waited = l->synced.acquisitions;
-  l->busy_only.contended = l->synced.contention_count;
-  wflo__lock_rate_grant(l);
-}
-
-/* A grant that did not wait: observing 0 s in wflo_lock_wait_seconds is one
- * count in the first bucket (cell 0, bound > 0) and nothing added to the
- * sum, so the bucket search and the floating-point add are skipped. Any
- * thread, no lock needed. */
-static inline void wflo__lock_observe_no_wait(wflo_lock_t *l) {
-  wflo__metric_series_t *h = l->m.wait;
-  unsigned slot;
-  if (!wflo__likely(wflo__metrics_active() && h != NULL))
-    return;
-  slot = wflo__metric_slot();
-  wflo__metric_cell_add(wflo__metric_cell(h, slot, 0), slot, 1);
+/* Under BUSY, after a grant that did not wait: one more 0 s observation of
+ * wflo_lock_wait_seconds, counted here with a plain increment beside
+ * busy_only.acquisitions and moved into the histogram by the collector.
+ * Only grants made while metrics are on count. */
+static inline void wflo__lock_count_no_wait(wflo_lock_t *l) {
+  if (wflo__metrics_active())
+    l->busy_only.no_wait++;
 }
 
 /* --- shared helpers (lock.c) --------------------------------------------- */

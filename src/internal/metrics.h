@@ -245,6 +245,22 @@ static inline uint64_t wflo__metric_gen(void) {
 wflo__metric_series_t *wflo__metric_find(wflo__metric_id_t id,
                                          const char *const *labels);
 
+/* Collectors. Where a value is cheaper to read from the objects when an
+ * exposition is rendered than to update on every call (a lock's holders,
+ * its contention rate, its grants that did not wait), the module registers
+ * a collector: wflo__metric_snapshot_take() runs every collector first, and
+ * so does wflo_metrics_reset() before it zeroes anything, so what is read
+ * is exact at that moment. collect runs on the reading thread with no
+ * metrics lock held, possibly on two threads at once (two scrapes): it
+ * serialises what it needs itself. Registration is for the life of the
+ * process (a static struct); adding one twice is a no-op. Any thread. */
+typedef struct wflo__metric_collector {
+  void (*collect)(void);
+  struct wflo__metric_collector *next; /* private to metrics.c */
+  bool added;                          /* private to metrics.c */
+} wflo__metric_collector_t;
+void wflo__metric_collector_add(wflo__metric_collector_t *c);
+
 /* --- reading (src/metrics_prom.c, src/health.c) ----------------------------
  * A snapshot takes a reference on every series in the exposition, grouped by
  * family in table order, each family in creation order, so the renderers
