@@ -72,7 +72,9 @@ static uv_mutex_t gauge_mu;
 static void gauge_init(void) { uv_mutex_init(&gauge_mu); }
 
 static double state_value(wflo_breaker_state_t s) {
-  return s == WFLO_BREAKER_OPEN ? 2.0 : s == WFLO_BREAKER_HALF_OPEN ? 1.0 : 0.0;
+  return s == WFLO_BREAKER_OPEN        ? 2.0
+         : s == WFLO_BREAKER_HALF_OPEN ? 1.0
+                                       : 0.0;
 }
 
 static void gauge_sync(wflo_breaker_t *b, wflo__brk_metrics_t *m) {
@@ -159,10 +161,10 @@ static inline void count_call(wflo_breaker_t *b, enum outcome out) {
  * metrics are off, once it exists) and the transition counter. */
 static void count_transition(wflo_breaker_t *b, unsigned from, unsigned to) {
   const char *labels[3];
-  wflo__brk_metrics_t *m = wflo__metrics_active()
-                               ? metrics_of(b)
-                               : atomic_load_explicit(&b->met,
-                                                      memory_order_acquire);
+  wflo__brk_metrics_t *m =
+      wflo__metrics_active()
+          ? metrics_of(b)
+          : atomic_load_explicit(&b->met, memory_order_acquire);
   if (m != NULL)
     gauge_sync(b, m);
   labels[0] = b->name;

@@ -148,8 +148,8 @@ static void breaker_hold(wflo_breaker_t *b) {
 static void breaker_drop(wflo_breaker_t *b) { wflo_breaker_put(b); }
 
 static void feed_begin(wflo_health_check_t *c, wflo_health_probe_t *p) {
-  p->admitted = c->breaker != NULL &&
-                wflo_breaker_acquire(c->breaker, &p->permit) == 0;
+  p->admitted =
+      c->breaker != NULL && wflo_breaker_acquire(c->breaker, &p->permit) == 0;
 }
 
 static void feed_end(wflo_health_check_t *c, wflo_health_probe_t *p,

@@ -20,8 +20,7 @@ static void count_tokens(const char *model, const wflo_llm_usage_t *u) {
     wflo__counter_add_labels(WFLO__M_LLM_TOKENS, labels, u->prompt_tokens);
   labels[1] = "completion";
   if (u->completion_tokens > 0)
-    wflo__counter_add_labels(WFLO__M_LLM_TOKENS, labels,
-                             u->completion_tokens);
+    wflo__counter_add_labels(WFLO__M_LLM_TOKENS, labels, u->completion_tokens);
 }
 
 static int commit_usage(wflo_budget_resv_t *resv, const wflo__price_t *p,

@@ -197,12 +197,9 @@ static void test_breaker_metrics(void **state) {
   assert_int_equal(wflo_breaker_acquire(b, &permit), 0);
   wflo_breaker_abandon(&permit);
 
-  assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "success")) ==
-              5);
-  assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "failure")) ==
-              2);
-  assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "ignored")) ==
-              2);
+  assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "success")) == 5);
+  assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "failure")) == 2);
+  assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "ignored")) == 2);
   assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "rejected")) ==
               1);
   assert_true(metric(TRANS, KV("name", "obs-brk", "from", "closed", "to",
@@ -236,8 +233,7 @@ static void test_breaker_metrics(void **state) {
   /* The state leaves with the breaker; counts stay. */
   wflo_breaker_put(b);
   assert_true(metric(STATE, KV("name", "obs-brk")) < 0);
-  assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "success")) ==
-              5);
+  assert_true(metric(CALLS, KV("name", "obs-brk", "outcome", "success")) == 5);
   wflo_test_vclock_uninstall();
 }
 
@@ -277,12 +273,12 @@ static void test_retry_metrics(void **state) {
 
   n = 2; /* two retries, then a success: delays 0.5 and 1.0 */
   assert_int_equal(wflo_retry_execute(&p, op_fail_n, &n), 0);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result",
-                                  "retry")) == 2);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result",
-                                  "success")) == 1);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result",
-                                  "failure")) == 0);
+  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result", "retry")) ==
+              2);
+  assert_true(
+      metric(ATTEMPTS, KV("policy", "obs-retry", "result", "success")) == 1);
+  assert_true(
+      metric(ATTEMPTS, KV("policy", "obs-retry", "result", "failure")) == 0);
   assert_int_equal(hist_count(DELAY, KV(NULL), &sum), 2);
   assert_true(sum == 1.5);
 
@@ -291,18 +287,18 @@ static void test_retry_metrics(void **state) {
   assert_int_equal(wflo_retry_execute(&p, op_fail_n, &n), UV_EIO);
   n = WFLO_E_INVAL; /* not retryable: one failure */
   assert_int_equal(wflo_retry_execute(&p, op_result, &n), WFLO_E_INVAL);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result",
-                                  "retry")) == 3);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result",
-                                  "failure")) == 2);
+  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result", "retry")) ==
+              3);
+  assert_true(
+      metric(ATTEMPTS, KV("policy", "obs-retry", "result", "failure")) == 2);
 
   n = 1; /* the statement form */
   WFLO_RETRY(&p, rc) { rc = op_fail_n(&n); }
   assert_int_equal(rc, 0);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result",
-                                  "retry")) == 4);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result",
-                                  "success")) == 2);
+  assert_true(metric(ATTEMPTS, KV("policy", "obs-retry", "result", "retry")) ==
+              4);
+  assert_true(
+      metric(ATTEMPTS, KV("policy", "obs-retry", "result", "success")) == 2);
   assert_int_equal(hist_count(DELAY, KV(NULL), &sum), 4);
   assert_true(sum == 2.5);
 
@@ -336,10 +332,10 @@ static void test_retry_metrics(void **state) {
   wflo_test_loop_close(&loop);
   assert_int_equal(job.dones, 1);
   assert_int_equal(job.done_err, 0);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-async", "result",
-                                  "retry")) == 2);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-async", "result",
-                                  "success")) == 1);
+  assert_true(metric(ATTEMPTS, KV("policy", "obs-async", "result", "retry")) ==
+              2);
+  assert_true(
+      metric(ATTEMPTS, KV("policy", "obs-async", "result", "success")) == 1);
   assert_int_equal(hist_count(DELAY, KV(NULL), NULL), 2);
 }
 
@@ -493,8 +489,8 @@ static void test_budget_and_llm_metrics(void **state) {
   assert_true(metric(SPENT, KV("workflow", "obs-child")) == 0.102);
   assert_true(metric(TOKENS, KV("model", "obs-model", "kind", "prompt")) ==
               1000);
-  assert_true(metric(TOKENS, KV("model", "obs-model", "kind",
-                                "completion")) == 500);
+  assert_true(metric(TOKENS, KV("model", "obs-model", "kind", "completion")) ==
+              500);
   /* With no context nothing is charged, but the tokens were used. */
   assert_int_equal(wflo_llm_call("obs-model", llm_fill, NULL), 0);
   assert_true(metric(TOKENS, KV("model", "obs-model", "kind", "prompt")) ==
@@ -626,14 +622,13 @@ static void test_live_exposition(void **state) {
   assert_line(t, "wflo_retry_delay_seconds_bucket{le=\"0.01\"} 1");
   assert_line(t, "wflo_lock_holders{resource=\"" HOSTILE_PROM "\"} 1");
   assert_line(t, "wflo_lock_timeouts_total{resource=\"" HOSTILE_PROM "\"} 2");
-  assert_line(t, "wflo_lock_wait_seconds_count{resource=\"" HOSTILE_PROM
-                 "\"} 1");
-  assert_line(t, "wflo_lock_contention_rate{resource=\"" HOSTILE_PROM
-                 "\"} 0");
+  assert_line(t,
+              "wflo_lock_wait_seconds_count{resource=\"" HOSTILE_PROM "\"} 1");
+  assert_line(t, "wflo_lock_contention_rate{resource=\"" HOSTILE_PROM "\"} 0");
   assert_line(t, "wflo_budget_spent_usd_total{workflow=\"" HOSTILE_PROM
                  "\"} 0.502");
-  assert_line(t, "wflo_budget_refusals_total{workflow=\"" HOSTILE_PROM
-                 "\"} 1");
+  assert_line(t,
+              "wflo_budget_refusals_total{workflow=\"" HOSTILE_PROM "\"} 1");
   assert_line(t, "wflo_llm_tokens_total{model=\"obs-model\","
                  "kind=\"completion\"} 500");
   if (have_promtool()) {
@@ -642,10 +637,9 @@ static void test_live_exposition(void **state) {
       fail_msg("promtool check metrics failed (%d):\n%s\n--- input ---\n%s",
                status, out, t);
     /* A broken exposition is caught, so the pass above means something. */
-    assert_int_not_equal(
-        promtool_check("# TYPE x counter\nx{a=\"q\"u\"} 1\n", out,
-                       sizeof(out)),
-        0);
+    assert_int_not_equal(promtool_check("# TYPE x counter\nx{a=\"q\"u\"} 1\n",
+                                        out, sizeof(out)),
+                         0);
   } else {
     print_message("SKIP (promtool part): promtool not found (Debian: "
                   "apt-get install prometheus)\n");
@@ -833,8 +827,8 @@ static void test_every_design_event(void **state) {
   ev = wflo_test_events_get("resource_contention_detected", 0);
   assert_string_equal(json_string_value(json_object_get(ev->fields, "holder")),
                       "holder-3");
-  assert_true(json_real_value(
-                  json_object_get(ev->fields, "wait_time_seconds")) > 0.0);
+  assert_true(
+      json_real_value(json_object_get(ev->fields, "wait_time_seconds")) > 0.0);
   ev = wflo_test_events_get("resource_lock_timeout", 0);
   assert_string_equal(json_string_value(json_object_get(ev->fields, "holder")),
                       "holder-2");
@@ -907,8 +901,8 @@ static void test_default_handler_json_lines(void **state) {
     json_t *j = json_loads(line, JSON_REJECT_DUPLICATES, &err);
     json_t *v;
     size_t i;
-    const char *keys[] = {"name", "policy", "resource_name", "holder",
-                          "execution_id", "workflow"};
+    const char *keys[] = {"name",   "policy",       "resource_name",
+                          "holder", "execution_id", "workflow"};
     if (j == NULL)
       fail_msg("line %zu is not JSON (%s): %s", lines + 1, err.text, line);
     assert_true(json_is_object(j));
@@ -934,8 +928,8 @@ static void test_default_handler_json_lines(void **state) {
 
 /* --- health ------------------------------------------------------------------------ */
 
-static json_t *health_entry(json_t *root, const char *section,
-                            const char *key, const char *name) {
+static json_t *health_entry(json_t *root, const char *section, const char *key,
+                            const char *name) {
   json_t *e;
   size_t i;
   json_array_foreach(json_object_get(root, section), i, e) {
@@ -956,13 +950,15 @@ typedef struct http_client {
   bool closed;
 } http_client_t;
 
-static void hc_close(uv_handle_t *h) { ((http_client_t *)h->data)->closed = true; }
+static void hc_close(uv_handle_t *h) {
+  ((http_client_t *)h->data)->closed = true;
+}
 
 static void hc_alloc(uv_handle_t *h, size_t n, uv_buf_t *buf) {
   http_client_t *c = h->data;
   (void)n;
-  *buf = uv_buf_init(c->resp + c->len, (unsigned)(sizeof(c->resp) - 1 -
-                                                  c->len));
+  *buf =
+      uv_buf_init(c->resp + c->len, (unsigned)(sizeof(c->resp) - 1 - c->len));
 }
 
 static void hc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -1162,8 +1158,7 @@ static void test_health_check_opens_breaker(void **state) {
   /* The dependency is down: the probes alone open the circuit... */
   assert_true(run_until_state(&loop, b, WFLO_BREAKER_OPEN, 5000));
   assert_true(atomic_load(&probes) >= 3);
-  assert_true(metric(CALLS, KV("name", "obs-dep", "outcome", "failure")) ==
-              3);
+  assert_true(metric(CALLS, KV("name", "obs-dep", "outcome", "failure")) == 3);
   /* ... so a user's call fails fast without reaching the dependency. */
   op_ran = 0;
   assert_int_equal(wflo_breaker_call(b, op_count, NULL), WFLO_E_BREAKER_OPEN);
@@ -1218,8 +1213,7 @@ static void assert_same_text(const char *a, const char *b) {
   if (a[i] == b[i])
     return;
   from = i > 200 ? i - 200 : 0;
-  fail_msg("texts differ at %zu:\n%.300s\n---\n%.300s", i, a + from,
-           b + from);
+  fail_msg("texts differ at %zu:\n%.300s\n---\n%.300s", i, a + from, b + from);
 }
 
 static void test_disabled(void **state) {
@@ -1245,8 +1239,7 @@ static void test_disabled(void **state) {
   live_end(&lv);
   wflo_metrics_enable(true);
   assert_int_equal(wflo_breaker_call(fresh, op_ok, NULL), 0);
-  assert_true(metric(CALLS, KV("name", "obs-off", "outcome", "success")) ==
-              1);
+  assert_true(metric(CALLS, KV("name", "obs-off", "outcome", "success")) == 1);
   wflo_breaker_put(fresh);
   free(before);
 }
@@ -1325,8 +1318,8 @@ static void test_threads_exact(void **state) {
 
   assert_true(metric(CALLS, KV("name", "obs-mt", "outcome", "success")) ==
               (double)T_THREADS * iters);
-  assert_true(metric(ATTEMPTS, KV("policy", "obs-mt", "result",
-                                  "success")) == (double)T_THREADS * iters);
+  assert_true(metric(ATTEMPTS, KV("policy", "obs-mt", "result", "success")) ==
+              (double)T_THREADS * iters);
   assert_int_equal(hist_count(WAIT, KV("resource", "obs-mt"), NULL),
                    (json_int_t)T_THREADS * iters);
   assert_true(metric(HOLDERS, KV("resource", "obs-mt")) == 0);
