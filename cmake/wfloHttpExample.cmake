@@ -6,8 +6,9 @@
 # the generic loops already made them and linked libcurl; this adds the
 # client library they share, and the fake server the example runs against.
 
-if(TARGET PkgConfig::WFLO_CURL AND (TARGET llm_http OR TARGET test_http
-                                    OR TARGET test_http_integration))
+if(TARGET PkgConfig::WFLO_CURL AND
+   (TARGET llm_http OR TARGET test_http OR TARGET test_http_integration
+    OR TARGET agent_demo))
   set(_http_dir "${PROJECT_SOURCE_DIR}/examples/support")
 
   add_library(wflo_llm_client STATIC "${_http_dir}/llm_client.c"

@@ -1,0 +1,20 @@
+# The demo, examples/agent_demo.c, is the program `wflo-demo`. Its --url mode
+# calls a real endpoint through the HTTP client (examples/support), so it
+# links the client library made by wfloHttpExample.cmake (libcurl).
+if(TARGET agent_demo)
+  if(TARGET wflo_llm_client)
+    target_link_libraries(agent_demo PRIVATE wflo_llm_client)
+    set_target_properties(agent_demo PROPERTIES OUTPUT_NAME wflo-demo)
+    if(PROJECT_IS_TOP_LEVEL AND BUILD_TESTING)
+      # The demo checks itself (exit status 0 only when every invariant
+      # holds); it is timing-based, so it stays out of the valgrind stage.
+      add_test(NAME example_agent_demo
+               COMMAND $<TARGET_FILE:agent_demo> --quiet --seed 7)
+      set_tests_properties(example_agent_demo PROPERTIES
+                           LABELS "example;slow" TIMEOUT 120)
+    endif()
+  else()
+    message(WARNING "libcurl not found: the demo (agent_demo) is not built")
+    set_target_properties(agent_demo PROPERTIES EXCLUDE_FROM_ALL ON)
+  endif()
+endif()
