@@ -472,6 +472,32 @@ static void test_outage_opens_breaker_then_recovers(void **state) {
   wflo_test_events_uninstall();
 }
 
+/* The breaker is taken only once the lock is granted: a call waiting for
+ * the lock holds no HALF_OPEN trial slot. Here the only trial slot goes to
+ * the call that holds the lock's only permit; the call queued behind it
+ * finds the circuit closed when its turn comes. (Taking the breaker first,
+ * the queued call would be refused: the slot is taken.) */
+static void test_half_open_trial_taken_after_lock(void **state) {
+  fx_t *x = *state;
+  wflo_breaker_t *b;
+  got_t g[2];
+  x->cfg.lock.max_concurrent = 1;
+  x->cfg.breaker.half_open_max_calls = 1;
+  make_guard(x);
+  b = llm_guarded_breaker(x->g);
+  assert_int_equal(wflo_breaker_force(b, WFLO_BREAKER_HALF_OPEN, 0.0), 0);
+  fake_llm_set_latency(x->f, 20);
+  start(x, "trial", &g[0], NULL);
+  start(x, "queued", &g[1], NULL);
+  run(x);
+  assert_int_equal(g[0].r.err, 0);
+  assert_int_equal(g[1].r.err, 0);
+  assert_int_equal(g[1].r.attempts, 1);
+  assert_true(requests(x, FAKE_LLM_ANY) == 2);
+  assert_int_equal(fake_llm_max_inflight(x->f), 1);
+  assert_int_equal(wflo_breaker_state(b), WFLO_BREAKER_CLOSED);
+}
+
 /* --- answers we cannot read -----------------------------------------------*/
 
 static void test_malformed_json_clear_error(void **state) {
@@ -818,6 +844,7 @@ int main(void) {
       T(test_closed_connection_retried),
       T(test_4xx_not_retried),
       T(test_outage_opens_breaker_then_recovers),
+      T(test_half_open_trial_taken_after_lock),
       T(test_malformed_json_clear_error),
       T(test_spend_equals_sum_of_usage_costs),
       T(test_budget_refused_before_any_request),
