@@ -12,6 +12,15 @@ if(TARGET agent_demo)
                COMMAND $<TARGET_FILE:agent_demo> --quiet --seed 7)
       set_tests_properties(example_agent_demo PROPERTIES
                            LABELS "example;slow" TIMEOUT 120)
+      # --url: the same over real HTTP, against the fake LLM server.
+      add_executable(demo_url_check
+                     "${PROJECT_SOURCE_DIR}/tests/demo_url_check.c")
+      target_link_libraries(demo_url_check PRIVATE wflo_test_support)
+      wflo_target_defaults(demo_url_check)
+      add_test(NAME example_agent_demo_url
+               COMMAND demo_url_check $<TARGET_FILE:agent_demo>)
+      set_tests_properties(example_agent_demo_url PROPERTIES
+                           LABELS "example;slow" TIMEOUT 120)
     endif()
   else()
     message(WARNING "libcurl not found: the demo (agent_demo) is not built")

@@ -2,7 +2,10 @@
  * 4 worker threads, then the lock's stats as JSON.
  *
  * Build: cc -std=gnu11 lock_basic.c $(pkg-config --cflags --libs wflo)
+ * Run:   ./lock_basic     (about 0.15 s; exits 0 when all 12 queries got
+ *                          a connection)
  */
+/* ctest-labels: threads */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -32,7 +35,7 @@ int main(void) {
   uv_thread_t threads[4];
   json_t *stats;
   char *text;
-  int i;
+  int i, ok;
 
   wflo_lock_config_init(&cfg);
   cfg.max_concurrent = 2;           /* the pool's size */
@@ -52,8 +55,9 @@ int main(void) {
   text = stats != NULL ? json_dumps(stats, JSON_INDENT(2)) : NULL;
   if (text != NULL)
     printf("%s\n", text);
+  ok = json_integer_value(json_object_get(stats, "total_acquisitions")) == 12;
   free(text);
   json_decref(stats);
   wflo_lock_put(pool);
-  return 0;
+  return ok ? 0 : 1;
 }

@@ -3,7 +3,7 @@
  * printed as JSON.
  *
  * Build: cc -std=gnu11 workflow_budget.c $(pkg-config --cflags --libs wflo)
- * Run:   ./workflow_budget */
+ * Run:   ./workflow_budget   (exits 0 when the fourth call was refused) */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -70,6 +70,7 @@ int main(void) {
   }
   rc = wflo_workflow_execute(wf, research, NULL);
   printf("execution result: %s\n", wflo_err_name(rc));
+  rc = rc == WFLO_E_BUDGET_EXCEEDED ? 0 : 1; /* what this demo expects */
 
   /* executions, succeeded, failed, refused, spent_usd */
   stats = wflo_workflow_stats_json(wf);
@@ -82,5 +83,5 @@ int main(void) {
 
   wflo_workflow_put(wf);
   wflo_pricing_reset();
-  return 0;
+  return rc;
 }

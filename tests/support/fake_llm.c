@@ -21,6 +21,7 @@ typedef struct step {
   unsigned n;
   fake_llm_kind_t kind;
   int retry_after_s;
+  int retry_after_ms; /* negative: no retry-after-ms header */
 } step_t;
 
 typedef struct conn {
@@ -257,14 +258,16 @@ static void answer(conn_t *c, int status, const char *reason,
 
 /* --- answering a chat request ------------------------------------------- */
 
-static fake_llm_kind_t next_kind(fake_llm_t *f, int *retry_after_s) {
+static fake_llm_kind_t next_kind(fake_llm_t *f, int *retry_after_s,
+                                 int *retry_after_ms) {
   fake_llm_kind_t kind = FAKE_LLM_OK;
   step_t *s;
-  *retry_after_s = -1;
+  *retry_after_s = *retry_after_ms = -1;
   if (f->synced.len > 0) {
     s = &f->synced.script[f->synced.head];
     kind = s->kind;
     *retry_after_s = s->retry_after_s;
+    *retry_after_ms = s->retry_after_ms;
     if (--s->n == 0) {
       f->synced.head = (f->synced.head + 1) % SCRIPT_MAX;
       f->synced.len--;
@@ -320,11 +323,11 @@ static void handle_chat(conn_t *c, const request_t *r) {
   fake_llm_t *f = c->f;
   json_t *req = json_loadb(r->body, r->body_len, 0, NULL);
   fake_llm_kind_t kind;
-  int retry_after;
+  int retry_after, retry_after_ms;
   uint64_t pt, ct;
   unsigned delay;
   size_t n;
-  char extra[64], *body;
+  char extra[96], *body;
   if (!json_is_string(json_object_get(req, "model")) ||
       json_array_size(json_object_get(req, "messages")) == 0) {
     json_decref(req);
@@ -332,7 +335,7 @@ static void handle_chat(conn_t *c, const request_t *r) {
     return;
   }
   uv_mutex_lock(&f->synced.mu);
-  kind = next_kind(f, &retry_after);
+  kind = next_kind(f, &retry_after, &retry_after_ms);
   f->synced.served[kind]++;
   pt = f->synced.prompt_tokens;
   ct = f->synced.completion_tokens;
@@ -364,8 +367,13 @@ static void handle_chat(conn_t *c, const request_t *r) {
     break;
   case FAKE_LLM_429:
     extra[0] = '\0';
+    n = 0;
     if (retry_after >= 0)
-      snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry_after);
+      n = (size_t)snprintf(extra, sizeof(extra), "Retry-After: %d\r\n",
+                           retry_after);
+    if (retry_after_ms >= 0) /* OpenAI's finer-grained header */
+      snprintf(extra + n, sizeof(extra) - n, "retry-after-ms: %d\r\n",
+               retry_after_ms);
     answer(c, 429, "Too Many Requests", extra,
            "{\"error\":{\"message\":\"fake rate limit\","
            "\"type\":\"rate_limit_error\"}}",
@@ -715,21 +723,32 @@ void fake_llm_close(fake_llm_t *f, void (*cb)(void *ud), void *ud) {
 
 int fake_llm_port(const fake_llm_t *f) { return f->port; }
 
-int fake_llm_fail_next(fake_llm_t *f, unsigned n, fake_llm_kind_t kind,
-                       int retry_after_s) {
+static int script_push(fake_llm_t *f, step_t step) {
   int rc = 0;
-  if (n == 0 || (int)kind < 0 || kind >= FAKE_LLM_REJECTED)
+  if (step.n == 0 || (int)step.kind < 0 || step.kind >= FAKE_LLM_REJECTED)
     return UV_EINVAL;
   uv_mutex_lock(&f->synced.mu);
   if (f->synced.len == SCRIPT_MAX) {
     rc = UV_ENOBUFS;
   } else {
-    f->synced.script[(f->synced.head + f->synced.len) % SCRIPT_MAX] =
-        (step_t){n, kind, retry_after_s};
+    f->synced.script[(f->synced.head + f->synced.len) % SCRIPT_MAX] = step;
     f->synced.len++;
   }
   uv_mutex_unlock(&f->synced.mu);
   return rc;
+}
+
+int fake_llm_fail_next(fake_llm_t *f, unsigned n, fake_llm_kind_t kind,
+                       int retry_after_s) {
+  return script_push(f, (step_t){n, kind, retry_after_s, -1});
+}
+
+int fake_llm_fail_next_ms(fake_llm_t *f, unsigned n, fake_llm_kind_t kind,
+                          int retry_after_ms) {
+  /* Retry-After rounded up to whole seconds, as OpenAI sends it beside
+   * retry-after-ms: a client that only knows Retry-After waits longer. */
+  int secs = retry_after_ms < 0 ? -1 : (retry_after_ms + 999) / 1000;
+  return script_push(f, (step_t){n, kind, secs, retry_after_ms});
 }
 
 void fake_llm_clear_faults(fake_llm_t *f) {

@@ -76,6 +76,13 @@ int fake_llm_port(const fake_llm_t *f);
 int fake_llm_fail_next(fake_llm_t *f, unsigned n, fake_llm_kind_t kind,
                        int retry_after_s);
 
+/* fake_llm_fail_next() with a millisecond Retry-After, for tests that must
+ * not wait whole seconds: FAKE_LLM_429 then sends OpenAI's
+ * "retry-after-ms: MS" and "Retry-After: S" with S = MS rounded up to whole
+ * seconds (negative MS: neither header). Returns: as fake_llm_fail_next(). */
+int fake_llm_fail_next_ms(fake_llm_t *f, unsigned n, fake_llm_kind_t kind,
+                          int retry_after_ms);
+
 /* Drops the remaining fault script. */
 void fake_llm_clear_faults(fake_llm_t *f);
 
