@@ -776,10 +776,10 @@ static uint64_t dur_from_s(double s) {
 
 static NOINLINE int record_slow(wflo_breaker_t *b, wflo_breaker_permit_t *p,
                                 int result, double duration_s) {
+  enum outcome out;
   int rc;
   if (b == NULL || p == NULL)
     return WFLO_E_INVAL;
-  enum outcome out;
   rc = take_permit(b, p);
   if (rc != 0)
     return rc;

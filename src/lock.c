@@ -95,8 +95,6 @@ static bool config_same(const wflo_lock_config_t *a,
          a->max_waiters == b->max_waiters;
 }
 
-/* --- objects ------------------------------------------------------------- */
-
 /* --- metrics ----------------------------------------------------------------
  * wflo_lock_holders and wflo_lock_contention_rate are gauges of state the
  * lock keeps anyway, and grants that did not wait are counted beside
@@ -185,6 +183,8 @@ static void metrics_stop(wflo_lock_t *l) {
   wflo__metric_release(l->m.holders);
   wflo__metric_release(l->m.timeouts);
 }
+
+/* --- objects ------------------------------------------------------------- */
 
 static int lock_alloc(const char *name, const wflo_lock_config_t *c,
                       wflo_lock_t **out) {
