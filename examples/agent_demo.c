@@ -39,12 +39,12 @@
 typedef struct options {
   uint64_t seed;
   int executions;
-  double fail_rate;       /* transient 500s */
-  double rate_limit_rate; /* 429 with Retry-After */
+  double fail_rate;                /* transient 500s */
+  double rate_limit_rate;          /* 429 with Retry-After */
   double outage_start, outage_len; /* seconds from start; len 0 = none */
   int concurrency;
-  double budget;          /* USD per "research" execution */
-  double small_budget;    /* USD per "deep-dive" execution */
+  double budget;       /* USD per "research" execution */
+  double small_budget; /* USD per "deep-dive" execution */
   bool json;
   bool quiet;
   const char *url;   /* a real OpenAI-compatible endpoint, or NULL */
@@ -158,8 +158,7 @@ static int parse_options(int argc, char **argv, options_t *o) {
     o->outage_len = 0; /* a real provider has its own outages */
   return 0;
 bad:
-  fprintf(stderr, "wflo-demo: bad or incomplete option near '%s'\n",
-          argv[i]);
+  fprintf(stderr, "wflo-demo: bad or incomplete option near '%s'\n", argv[i]);
   usage(stderr);
   return -1;
 }
@@ -309,8 +308,13 @@ static int provider_send(provider_t *p, int step, int nsteps, provider_cb cb,
 
 /* --- executions ------------------------------------------------------------ */
 
-typedef enum exec_state { EX_PENDING, EX_RUNNING, EX_COMPLETED, EX_FAILED,
-                          EX_REFUSED } exec_state_t;
+typedef enum exec_state {
+  EX_PENDING,
+  EX_RUNNING,
+  EX_COMPLETED,
+  EX_FAILED,
+  EX_REFUSED
+} exec_state_t;
 
 typedef struct demo demo_t;
 
@@ -560,7 +564,8 @@ static void on_progress(uv_timer_t *t) {
             d->retries, breaker_state_name(d->breaker),
             in_outage(&d->provider) ? "yes" : "no ");
   else
-    fprintf(stderr, "[%5.1fs] %d/%d done, %d running, %ld retries, breaker %s\n",
+    fprintf(stderr,
+            "[%5.1fs] %d/%d done, %d running, %ld retries, breaker %s\n",
             elapsed(&d->provider), done, d->opt.executions, d->running,
             d->retries, breaker_state_name(d->breaker));
   if (done == d->opt.executions) {
@@ -583,36 +588,34 @@ static json_t *report_json(demo_t *d) {
                                         "failed", "refused"};
     total += e->spent;
     json_array_append_new(
-        execs, json_pack("{s:i, s:s, s:s, s:i, s:i, s:f, s:f, s:s}", "index",
-                         i, "workflow", e->wf == d->research ? "research"
-                                                             : "deep-dive",
-                         "state", names[e->state], "steps_done", e->step,
-                         "steps", e->nsteps, "spent_usd", e->spent,
-                         "budget_usd", e->budget, "error",
-                         wflo_err_name(e->last_error)));
+        execs,
+        json_pack("{s:i, s:s, s:s, s:i, s:i, s:f, s:f, s:s}", "index", i,
+                  "workflow", e->wf == d->research ? "research" : "deep-dive",
+                  "state", names[e->state], "steps_done", e->step, "steps",
+                  e->nsteps, "spent_usd", e->spent, "budget_usd", e->budget,
+                  "error", wflo_err_name(e->last_error)));
   }
   for (i = 0; i < d->ntransitions; i++)
-    json_array_append_new(trans,
-                          json_pack("{s:f, s:s}", "at_seconds",
-                                    d->transitions[i].at, "to",
-                                    d->transitions[i].to));
+    json_array_append_new(trans, json_pack("{s:f, s:s}", "at_seconds",
+                                           d->transitions[i].at, "to",
+                                           d->transitions[i].to));
   json_object_set_new(wfs, "research", wflo_workflow_stats_json(d->research));
-  json_object_set_new(wfs, "deep-dive", wflo_workflow_stats_json(d->deep_dive));
+  json_object_set_new(wfs, "deep-dive",
+                      wflo_workflow_stats_json(d->deep_dive));
   json_object_set_new(r, "seconds", json_real(elapsed(&d->provider)));
   json_object_set_new(r, "executions",
                       json_pack("{s:i, s:i, s:i, s:i}", "started", d->started,
                                 "completed", d->completed, "failed", d->failed,
                                 "refused_for_budget", d->refused));
-  json_object_set_new(r, "calls",
-                      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-                                "attempts", (json_int_t)d->attempts,
-                                "retries", (json_int_t)d->retries,
-                                "failed_fast", (json_int_t)d->fast_failed,
-                                "provider_requests",
-                                (json_int_t)d->provider.requests, "ok",
-                                (json_int_t)d->provider.ok, "http_500",
-                                (json_int_t)d->provider.http500, "http_429",
-                                (json_int_t)d->provider.http429));
+  json_object_set_new(
+      r, "calls",
+      json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "attempts",
+                (json_int_t)d->attempts, "retries", (json_int_t)d->retries,
+                "failed_fast", (json_int_t)d->fast_failed, "provider_requests",
+                (json_int_t)d->provider.requests, "ok",
+                (json_int_t)d->provider.ok, "http_500",
+                (json_int_t)d->provider.http500, "http_429",
+                (json_int_t)d->provider.http429));
   json_object_set_new(r, "outage",
                       json_pack("{s:f, s:f, s:I}", "start_seconds",
                                 d->opt.outage_start, "length_seconds",
@@ -648,14 +651,13 @@ static const char *self_check(demo_t *d, json_t *report) {
     }
     sum += e->spent;
   }
-  wf_sum = json_real_value(json_object_get(
-               json_object_get(json_object_get(report, "workflows"),
-                               "research"),
-               "spent_usd")) +
-           json_real_value(json_object_get(
-               json_object_get(json_object_get(report, "workflows"),
-                               "deep-dive"),
-               "spent_usd"));
+  wf_sum =
+      json_real_value(json_object_get(
+          json_object_get(json_object_get(report, "workflows"), "research"),
+          "spent_usd")) +
+      json_real_value(json_object_get(
+          json_object_get(json_object_get(report, "workflows"), "deep-dive"),
+          "spent_usd"));
   if (fabs(wf_sum - sum) > 1e-9)
     return "workflow totals differ from the sum of the executions";
   if (d->opt.outage_len > 0) {
@@ -700,22 +702,22 @@ static void print_summary(demo_t *d, json_t *report) {
     printf("  (outage %.2fs-%.2fs)", d->opt.outage_start,
            d->opt.outage_start + d->opt.outage_len);
   printf("\n");
-  printf("lock        provider slots %lld, %lld acquisitions, %lld "
-         "contended (%.0f%%), max wait %.3fs, %lld timeouts\n",
-         (long long)json_integer_value(
-             json_object_get(lock, "concurrent_capacity")),
-         (long long)json_integer_value(
-             json_object_get(lock, "total_acquisitions")),
-         (long long)json_integer_value(
-             json_object_get(lock, "contention_count")),
-         100.0 * json_real_value(json_object_get(lock, "contention_rate")),
-         json_real_value(json_object_get(lock, "max_wait_time_seconds")),
-         (long long)json_integer_value(json_object_get(lock, "timeout_count")));
+  printf(
+      "lock        provider slots %lld, %lld acquisitions, %lld "
+      "contended (%.0f%%), max wait %.3fs, %lld timeouts\n",
+      (long long)json_integer_value(
+          json_object_get(lock, "concurrent_capacity")),
+      (long long)json_integer_value(
+          json_object_get(lock, "total_acquisitions")),
+      (long long)json_integer_value(json_object_get(lock, "contention_count")),
+      100.0 * json_real_value(json_object_get(lock, "contention_rate")),
+      json_real_value(json_object_get(lock, "max_wait_time_seconds")),
+      (long long)json_integer_value(json_object_get(lock, "timeout_count")));
   {
     const char *names[2] = {"research", "deep-dive"};
     for (i = 0; i < 2; i++) {
-      json_t *w = json_object_get(json_object_get(report, "workflows"),
-                                  names[i]);
+      json_t *w =
+          json_object_get(json_object_get(report, "workflows"), names[i]);
       double budget = i == 0 ? d->opt.budget : d->opt.small_budget;
       long long n = json_integer_value(json_object_get(w, "executions"));
       printf("%-11s %lld executions: %lld ok, %lld failed, %lld refused; "
@@ -733,9 +735,8 @@ static void print_summary(demo_t *d, json_t *report) {
 /* The provider's own failures count against the breaker: resets, 5xx,
  * timeouts. A 429 is the provider asking us to slow down (the retry honours
  * its Retry-After); it says nothing about whether the provider is up. */
-static const int provider_failures[] = {UV_ECONNRESET, UV_EAI_AGAIN,
-                                        UV_ETIMEDOUT, UV_ECONNREFUSED,
-                                        UV_EPROTO};
+static const int provider_failures[] = {
+    UV_ECONNRESET, UV_EAI_AGAIN, UV_ETIMEDOUT, UV_ECONNREFUSED, UV_EPROTO};
 
 static int setup(demo_t *d) {
   wflo_breaker_config_t bc;
@@ -838,8 +839,7 @@ int main(int argc, char **argv) {
     rc = wflo_metrics_serve(&loop, "127.0.0.1", d->opt.metrics_port,
                             &d->metrics);
     if (rc != 0) {
-      fprintf(stderr, "wflo-demo: metrics listener: %s\n",
-              wflo_strerror(rc));
+      fprintf(stderr, "wflo-demo: metrics listener: %s\n", wflo_strerror(rc));
       return 1;
     }
     fprintf(stderr, "wflo-demo: metrics at http://127.0.0.1:%d/metrics\n",
@@ -878,7 +878,8 @@ int main(int argc, char **argv) {
     fputc('\n', stdout);
   } else {
     print_summary(d, report);
-    printf("\n%s\n", failure == NULL ? "self-check: ok" : "self-check: FAILED");
+    printf("\n%s\n",
+           failure == NULL ? "self-check: ok" : "self-check: FAILED");
   }
   if (failure != NULL)
     fprintf(stderr, "wflo-demo: self-check failed: %s\n", failure);

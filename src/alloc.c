@@ -32,8 +32,8 @@ static wflo_allocator_t allocator = {default_alloc, default_resize,
 static atomic_size_t outstanding;
 
 int wflo_set_allocator(const wflo_allocator_t *a) {
-  if (a != NULL && (a->alloc == NULL || a->resize == NULL ||
-                    a->release == NULL))
+  if (a != NULL &&
+      (a->alloc == NULL || a->resize == NULL || a->release == NULL))
     return WFLO_E_INVAL;
   if (atomic_load(&outstanding) != 0)
     return WFLO_E_STATE;

@@ -41,8 +41,8 @@ int wflo__check_err_list(const char *what, const char *field, const int *list,
                                 errbuf, len);
   for (i = 0; i < n; i++)
     if (list[i] >= 0)
-      return wflo__config_invalid(what, field,
-                                  "error codes must be negative", errbuf, len);
+      return wflo__config_invalid(what, field, "error codes must be negative",
+                                  errbuf, len);
   return 0;
 }
 
@@ -167,13 +167,13 @@ static int load_int(const wflo__field_t *f, const json_t *v, const char *what,
   i = json_integer_value(v);
   if (f->kind == WFLO__F_INT) {
     if (i < INT_MIN || i > INT_MAX)
-      return wflo__config_invalid(what, f->key, "integer out of range",
-                                  errbuf, len);
+      return wflo__config_invalid(what, f->key, "integer out of range", errbuf,
+                                  len);
     *FIELD_AT(cfg, f->off, int) = (int)i;
   } else {
     if (i < 0 || i > (json_int_t)UINT32_MAX)
-      return wflo__config_invalid(what, f->key, "integer out of range",
-                                  errbuf, len);
+      return wflo__config_invalid(what, f->key, "integer out of range", errbuf,
+                                  len);
     *FIELD_AT(cfg, f->off, uint32_t) = (uint32_t)i;
   }
   return 0;
@@ -268,8 +268,8 @@ static int load_list(const wflo__field_t *f, const json_t *v, const char *what,
   block[0] = n;
   codes = (int *)(void *)(block + 1);
   for (i = 0; i < n; i++) {
-    rc = list_entry(json_array_get(v, i), what, f->key, &codes[i], errbuf,
-                    len);
+    rc =
+        list_entry(json_array_get(v, i), what, f->key, &codes[i], errbuf, len);
     if (rc != 0) {
       wflo__free(block, sizeof(size_t) + n * sizeof(int));
       return rc;

@@ -74,8 +74,8 @@ static void default_handler(const wflo_event_t *ev) {
   line = json_object();
   if (line == NULL)
     return;
-  json_object_set_new(line, "ts", json_real((double)ts.tv_sec +
-                                            (double)ts.tv_nsec / 1e9));
+  json_object_set_new(line, "ts",
+                      json_real((double)ts.tv_sec + (double)ts.tv_nsec / 1e9));
   json_object_set_new(line, "level", json_string(level_names[ev->level]));
   json_object_set_new(line, "event", wflo__json_string(ev->name));
   /* Fields never overwrite the line's own keys. json_object_update_missing

@@ -72,8 +72,9 @@ int main(int argc, char **argv) {
   e500 = fake_llm_requests(f, FAKE_LLM_500);
   e429 = fake_llm_requests(f, FAKE_LLM_429);
   fake_llm_close(f, NULL, NULL);
-  fprintf(stderr, "demo exit %lld; server answered %llu ok, %llu 500s, "
-                  "%llu 429s\n",
+  fprintf(stderr,
+          "demo exit %lld; server answered %llu ok, %llu 500s, "
+          "%llu 429s\n",
           (long long)g_exit, (unsigned long long)ok, (unsigned long long)e500,
           (unsigned long long)e429);
   /* 6 executions of at least 4 steps each answered over HTTP, and the

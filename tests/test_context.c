@@ -551,14 +551,14 @@ static void test_async_retry_isolation_one_loop(void **state) {
   p.is_retryable = retry_op_retryable;
   assert_int_equal(uv_loop_init(&loop), 0);
   WFLO_WITH_CONTEXT(ca) {
-    assert_int_equal(wflo_retry_start(&loop, &p, retry_op_start, &a,
-                                      retry_op_done, NULL),
-                     0);
+    assert_int_equal(
+        wflo_retry_start(&loop, &p, retry_op_start, &a, retry_op_done, NULL),
+        0);
   }
   WFLO_WITH_CONTEXT(cb) {
-    assert_int_equal(wflo_retry_start(&loop, &p, retry_op_start, &b,
-                                      retry_op_done, NULL),
-                     0);
+    assert_int_equal(
+        wflo_retry_start(&loop, &p, retry_op_start, &b, retry_op_done, NULL),
+        0);
   }
   wflo_context_put(ca); /* the retries hold their own references */
   wflo_context_put(cb);

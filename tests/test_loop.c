@@ -242,8 +242,7 @@ static void test_cross_thread_posts(void **state) {
   for (i = 0; i < POSTERS * PER_POSTER; i++)
     assert_int_equal(wflo__loop_ref(&loop, &g_post_loop), 0);
   for (i = 0; i < POSTERS; i++)
-    assert_int_equal(uv_thread_create(&th[i], poster, (void *)(intptr_t)i),
-                     0);
+    assert_int_equal(uv_thread_create(&th[i], poster, (void *)(intptr_t)i), 0);
   for (i = 0; i < POSTERS; i++)
     uv_thread_join(&th[i]);
   close_loop(&loop);

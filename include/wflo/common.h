@@ -97,11 +97,12 @@ enum wflo__errno_index {
 #define WFLO__ERRIDX_GEN(name, msg) WFLO__IDX_##name,
   WFLO_ERRNO_MAP(WFLO__ERRIDX_GEN)
 #undef WFLO__ERRIDX_GEN
-  WFLO__IDX_COUNT
+      WFLO__IDX_COUNT
 };
 
 typedef enum wflo_errno {
-#define WFLO__ERRNO_GEN(name, msg) WFLO_##name = WFLO_ERRNO_BASE - WFLO__IDX_##name,
+#define WFLO__ERRNO_GEN(name, msg)                                            \
+  WFLO_##name = WFLO_ERRNO_BASE - WFLO__IDX_##name,
   WFLO_ERRNO_MAP(WFLO__ERRNO_GEN)
 #undef WFLO__ERRNO_GEN
   /* One below the last code; never returned. */
@@ -187,9 +188,9 @@ typedef enum wflo_log_level {
 /* One structured event. Valid only during the handler call: name and fields
  * are borrowed (json_incref the fields to keep them). */
 typedef struct wflo_event {
-  const char *name;       /* "retry_scheduled", "circuit_breaker_opened", ... */
+  const char *name; /* "retry_scheduled", "circuit_breaker_opened", ... */
   wflo_log_level_t level;
-  const json_t *fields;   /* a JSON object; keys per DESIGN's event table */
+  const json_t *fields; /* a JSON object; keys per DESIGN's event table */
 } wflo_event_t;
 
 typedef void (*wflo_event_handler_t)(const wflo_event_t *ev, void *ud);

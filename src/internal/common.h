@@ -15,7 +15,7 @@
 #define WFLO_UNUSED(x) ((void)(x))
 #define WFLO_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define wflo__container_of(ptr, type, member)                                 \
-  ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+  ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 #if defined(__GNUC__) || defined(__clang__)
 #define wflo__likely(x) __builtin_expect(!!(x), 1)
@@ -38,8 +38,8 @@ void *wflo__malloc(size_t size);
 void *wflo__calloc(size_t n, size_t size); /* checks n*size overflow */
 void *wflo__realloc(void *p, size_t old_size, size_t new_size);
 void wflo__free(void *p, size_t size);
-char *wflo__strdup(const char *s);     /* NULL in, NULL out */
-void wflo__strfree(char *s);           /* frees a wflo__strdup result */
+char *wflo__strdup(const char *s); /* NULL in, NULL out */
+void wflo__strfree(char *s);       /* frees a wflo__strdup result */
 size_t wflo__mem_outstanding(void);
 
 /* --- clock (clock.c) --------------------------------------------------------

@@ -71,8 +71,8 @@ json_t *wflo__json_string(const char *s); /* NULL -> null; bad UTF-8 fixed */
  * surrogates, nothing above U+10FFFF). The rule wflo__json_string() uses,
  * for writers of other formats (Prometheus label values). */
 size_t wflo__utf8_seq(const unsigned char *s);
-json_t *wflo__json_real(double v);        /* non-finite -> null */
-json_t *wflo__json_err(int err);          /* wflo_err_name(err) */
+json_t *wflo__json_real(double v); /* non-finite -> null */
+json_t *wflo__json_err(int err);   /* wflo_err_name(err) */
 /* Sets obj[key] = v, stealing v even on failure. Returns 0 or WFLO_E_NOMEM
  * (v NULL too). */
 int wflo__json_set(json_t *obj, const char *key, json_t *v);
