@@ -784,14 +784,14 @@ static int setup(demo_t *d) {
       sizeof(provider_failures) / sizeof(provider_failures[0]);
   snprintf(name, sizeof(name), "%s/%s",
            d->opt.url != NULL ? d->opt.url : "sim-provider", d->model);
-  rc = wflo_breaker_new(name, &bc, &d->breaker);
+  rc = wflo_breaker_get(name, &bc, &d->breaker);
   if (rc != 0)
     return rc;
   wflo_lock_config_init(&lc);
   lc.max_concurrent = d->opt.concurrency;
   lc.timeout = 10.0;
   lc.contention_threshold = 0.05;
-  rc = wflo_lock_new(d->opt.url != NULL ? d->opt.url : "sim-provider", &lc,
+  rc = wflo_lock_get(d->opt.url != NULL ? d->opt.url : "sim-provider", &lc,
                      &d->lock);
   if (rc != 0)
     return rc;
