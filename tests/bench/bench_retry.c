@@ -8,9 +8,12 @@
  *   retry_macro             WFLO_RETRY block, first try succeeds
  *   retry_3fail_zero_delay  3 failures then success, base_delay 0 (whole
  *                           execute per op)
- * WFLO_STRESS_SCALE scales the iteration counts (default 1.0). */
+ * WFLO_STRESS_SCALE scales the iteration counts (default 1.0).
+ * Metrics are on, as they are by default; WFLO_BENCH_METRICS=off measures
+ * the same paths with wflo_metrics_enable(false). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <wflo.h>
 
@@ -135,6 +138,9 @@ int main(void) {
   if (n < 1000)
     n = 1000;
   wflo_set_log_level(WFLO_LOG_OFF);
+  s = getenv("WFLO_BENCH_METRICS");
+  if (s != NULL && strcmp(s, "off") == 0)
+    wflo_metrics_enable(false);
   wflo_retry_policy_init(&pol);
   wflo_retry_policy_init(&pol_zero);
   pol_zero.base_delay = 0.0;
