@@ -136,8 +136,8 @@ static void attempt_start(wflo_retry_t *r) {
   /* A policy's breaker guards each attempt: a refusal is the attempt's
    * result (posted like any report) without calling start. */
   if (r->policy.breaker != NULL) {
-    int rc = wflo_breaker_acquire_timed(r->policy.breaker,
-                                        &r->loop_only.permit);
+    int rc =
+        wflo_breaker_acquire_timed(r->policy.breaker, &r->loop_only.permit);
     r->loop_only.admitted = rc == 0;
     if (rc != 0) {
       r->loop_only.state = R_REPORTED;
