@@ -660,12 +660,9 @@ fail_free_request:
   return rc;
 }
 
-int llm_client_chat(llm_client_t *c, const char *prompt, llm_result_cb cb,
-                    void *ud, llm_request_t **out) {
-  json_t *content, *messages;
+int llm_user_messages(const char *prompt, json_t **out) {
+  json_t *content;
   int rc;
-  if (c == NULL || prompt == NULL || cb == NULL)
-    return WFLO_E_INVAL;
   if ((content = json_string(prompt)) == NULL) {
     /* json_string refuses invalid UTF-8; tell that from lack of memory. */
     content = json_string_nocheck(prompt);
@@ -673,9 +670,19 @@ int llm_client_chat(llm_client_t *c, const char *prompt, llm_result_cb cb,
     json_decref(content);
     return rc;
   }
-  messages = json_pack("[{s:s, s:o}]", "role", "user", "content", content);
-  if (messages == NULL)
-    return WFLO_E_NOMEM;
+  *out = json_pack("[{s:s, s:o}]", "role", "user", "content", content);
+  return *out != NULL ? 0 : WFLO_E_NOMEM;
+}
+
+int llm_client_chat(llm_client_t *c, const char *prompt, llm_result_cb cb,
+                    void *ud, llm_request_t **out) {
+  json_t *messages;
+  int rc;
+  if (c == NULL || prompt == NULL || cb == NULL)
+    return WFLO_E_INVAL;
+  rc = llm_user_messages(prompt, &messages);
+  if (rc != 0)
+    return rc;
   rc = llm_client_chat_messages(c, messages, cb, ud, out);
   json_decref(messages);
   return rc;

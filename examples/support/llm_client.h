@@ -117,6 +117,10 @@ typedef void (*llm_result_cb)(const llm_result_t *res, void *ud);
 int llm_client_new(uv_loop_t *loop, const llm_client_config_t *cfg,
                    llm_client_t **out);
 
+/* Builds [{"role": "user", "content": prompt}] into *out (a new reference).
+ * Returns: 0; WFLO_E_INVAL (prompt not valid UTF-8); WFLO_E_NOMEM. */
+int llm_user_messages(const char *prompt, json_t **out);
+
 /* Sends {"model", "messages": [{"role": "user", "content": prompt}]}.
  * out (may be NULL) receives the request for llm_request_cancel(); it is
  * valid until its callback starts.

@@ -328,20 +328,13 @@ int llm_guarded_chat_messages(llm_guarded_t *g, json_t *messages,
 
 int llm_guarded_chat(llm_guarded_t *g, const char *prompt, llm_guarded_cb cb,
                      void *ud, llm_guarded_call_t **out) {
-  json_t *content, *messages;
+  json_t *messages;
   int rc;
   if (g == NULL || prompt == NULL || cb == NULL)
     return WFLO_E_INVAL;
-  if ((content = json_string(prompt)) == NULL) {
-    /* json_string refuses invalid UTF-8; tell that from lack of memory. */
-    content = json_string_nocheck(prompt);
-    rc = content != NULL ? WFLO_E_INVAL : WFLO_E_NOMEM;
-    json_decref(content);
+  rc = llm_user_messages(prompt, &messages);
+  if (rc != 0)
     return rc;
-  }
-  messages = json_pack("[{s:s, s:o}]", "role", "user", "content", content);
-  if (messages == NULL)
-    return WFLO_E_NOMEM;
   rc = llm_guarded_chat_messages(g, messages, cb, ud, out);
   json_decref(messages);
   return rc;
