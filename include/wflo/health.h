@@ -121,6 +121,8 @@ WFLO_EXTERN void wflo_health_probe_done(wflo_health_probe_t *probe,
  *                "last_error" (wflo_err_name of the last result),
  *                "last_duration_seconds", "seconds_since_last_result",
  *                "period", "timeout", "unhealthy_threshold"}, ...]}
+ * Only named objects from the registries are listed (wflo_breaker_get,
+ * wflo_lock_get, workflows); private ones from _new are not.
  * A check is unhealthy once unhealthy_threshold consecutive probes failed;
  * one that has not reported yet is "pending" and healthy. An open circuit
  * breaker is unhealthy; locks and workflows are informational (waiters,
@@ -130,7 +132,8 @@ WFLO_EXTERN void wflo_health_probe_done(wflo_health_probe_t *probe,
 WFLO_NODISCARD WFLO_EXTERN json_t *wflo_health_json(void);
 
 /* Returns true when nothing in wflo_health_json() is unhealthy. Computed
- * without building JSON. Thread-safety: any thread. Since: 0.1. */
+ * without building JSON; if listing the registries runs out of memory it
+ * judges only what it could list. Thread-safety: any thread. Since: 0.1. */
 WFLO_EXTERN bool wflo_health_ok(void);
 
 #ifdef __cplusplus
