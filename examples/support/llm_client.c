@@ -12,6 +12,7 @@
  * ours: finished requests go to a "done" queue drained by a zero-delay
  * timer. So a callback may start, cancel or close anything. */
 #include "llm_client.h"
+#include "link.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -21,10 +22,6 @@
 #include <strings.h>
 
 #define CHAT_PATH "/chat/completions"
-
-typedef struct link {
-  struct link *prev, *next;
-} link_t;
 
 typedef enum req_state { REQ_ACTIVE, REQ_DONE } req_state_t;
 
@@ -71,21 +68,7 @@ struct llm_client_s {
   void *closed_ud;
 };
 
-/* --- tiny intrusive list ---------------------------------------------- */
-
-static void list_init(link_t *h) { h->prev = h->next = h; }
-static int list_empty(const link_t *h) { return h->next == h; }
-static void list_push(link_t *h, link_t *n) {
-  n->prev = h->prev;
-  n->next = h;
-  h->prev->next = n;
-  h->prev = n;
-}
-static void list_del(link_t *n) {
-  n->prev->next = n->next;
-  n->next->prev = n->prev;
-  n->prev = n->next = n;
-}
+/* --- from a list link or a handle to its struct ----------------------- */
 
 #define CONTAINER(p, type, field)                                             \
   ((type *)(void *)((char *)(p)-offsetof(type, field)))

@@ -7,15 +7,12 @@
  * retry's done (on_retry_done) delivers the result and frees the call.
  * Nothing here blocks; every callback runs on the loop thread. */
 #include "llm_guarded.h"
+#include "link.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct link {
-  struct link *prev, *next;
-} link_t;
 
 struct llm_guarded_s {
   uv_loop_t *loop;
@@ -61,20 +58,6 @@ struct llm_guarded_call_s {
   double cost_usd;
   char detail[256];
 };
-
-static void list_init(link_t *h) { h->prev = h->next = h; }
-static int list_empty(const link_t *h) { return h->next == h; }
-static void list_push(link_t *h, link_t *n) {
-  n->prev = h->prev;
-  n->next = h;
-  h->prev->next = n;
-  h->prev = n;
-}
-static void list_del(link_t *n) {
-  n->prev->next = n->next;
-  n->next->prev = n->prev;
-  n->prev = n->next = n;
-}
 
 #define CALL_OF(l) ((llm_guarded_call_t *)(void *)(l)) /* link is first */
 
