@@ -81,21 +81,6 @@ static void policy_nojitter(wflo_retry_policy_t *p) {
  * events off until the test raises the level. */
 static void vclock_reset(uint64_t t) { wflo_test_vclock_install(t); }
 
-static void events_at(wflo_log_level_t level) {
-  wflo_test_events_clear();
-  wflo_set_log_level(level);
-}
-
-static const json_t *ev_fields(const char *name, size_t i) {
-  const wflo_test_event_t *e = wflo_test_events_get(name, i);
-  return e != NULL ? e->fields : NULL;
-}
-
-static int ev_level(const char *name, size_t i) {
-  const wflo_test_event_t *e = wflo_test_events_get(name, i);
-  return e != NULL ? (int)e->level : -1;
-}
-
 static int setup(void **state) {
   wflo_test_setup(state);
   wflo_test_vclock_install(0);
@@ -1065,7 +1050,7 @@ static void test_bad_configs(void **state) {
   size_t i;
   int rc;
   (void)state;
-  events_at(WFLO_LOG_DEBUG);
+  wflo_test_events_at(WFLO_LOG_DEBUG);
   for (i = 0; i < WFLO_ARRAY_SIZE(bads); i++) {
     wflo_retry_policy_init(&p);
     bads[i].mutate(&p);
@@ -1077,7 +1062,7 @@ static void test_bad_configs(void **state) {
     if (strncmp(buf, want, strlen(want)) != 0)
       fail_msg("case %zu: errbuf '%s', want prefix '%s'", i, buf, want);
     {
-      const json_t *ev = ev_fields("config_invalid", 0);
+      const json_t *ev = wflo_test_event_fields("config_invalid", 0);
       assert_non_null(ev);
       assert_string_equal(json_string_value(json_object_get(ev, "what")),
                           "retry_policy");
@@ -1328,7 +1313,7 @@ static void test_events(void **state) {
   (void)state;
   policy_nojitter(&p);
   p.name = "ev";
-  events_at(WFLO_LOG_DEBUG);
+  wflo_test_events_at(WFLO_LOG_DEBUG);
 
   /* first-try success: nothing */
   op_init(&o, 0, -1, 0);
@@ -1339,9 +1324,9 @@ static void test_events(void **state) {
   op_init(&o, 2, UV_ECONNRESET, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
   assert_int_equal(wflo_test_events_count(NULL), 3);
-  ev = ev_fields("retry_scheduled", 0);
+  ev = wflo_test_event_fields("retry_scheduled", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_scheduled", 0), WFLO_LOG_WARN);
+  assert_int_equal(wflo_test_event_level("retry_scheduled", 0), WFLO_LOG_WARN);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")), "ev");
   assert_int_equal(json_integer_value(json_object_get(ev, "attempt")), 1);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
@@ -1349,16 +1334,16 @@ static void test_events(void **state) {
   assert_true(json_is_real(json_object_get(ev, "delay_seconds")));
   assert_true(json_real_value(json_object_get(ev, "delay_seconds")) == 1.0);
   assert_int_equal(json_object_size(ev), 4);
-  ev = ev_fields("retry_scheduled", 1);
+  ev = wflo_test_event_fields("retry_scheduled", 1);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempt")), 2);
   assert_true(json_real_value(json_object_get(ev, "delay_seconds")) == 2.0);
-  ev = ev_fields("retry_succeeded", 0);
+  ev = wflo_test_event_fields("retry_succeeded", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_succeeded", 0), WFLO_LOG_INFO);
+  assert_int_equal(wflo_test_event_level("retry_succeeded", 0), WFLO_LOG_INFO);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")), "ev");
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 3);
   assert_int_equal(json_object_size(ev), 2);
-  assert_null(ev_fields("retry_exhausted", 0));
+  assert_null(wflo_test_event_fields("retry_exhausted", 0));
 
   /* exhausted; unnamed policy gives policy: null */
   wflo_test_events_clear();
@@ -1366,15 +1351,16 @@ static void test_events(void **state) {
   p.max_retries = 1;
   op_init(&o, 5, WFLO_E_TIMEOUT, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), WFLO_E_TIMEOUT);
-  ev = ev_fields("retry_exhausted", 0);
+  ev = wflo_test_event_fields("retry_exhausted", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_exhausted", 0), WFLO_LOG_ERROR);
+  assert_int_equal(wflo_test_event_level("retry_exhausted", 0),
+                   WFLO_LOG_ERROR);
   assert_true(json_is_null(json_object_get(ev, "policy")));
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       "WFLO_E_TIMEOUT");
   assert_int_equal(json_object_size(ev), 3);
-  assert_null(ev_fields("retry_succeeded", 0));
+  assert_null(wflo_test_event_fields("retry_succeeded", 0));
 
   /* non-retryable: no event at all */
   wflo_test_events_clear();
@@ -1388,7 +1374,7 @@ static void test_events(void **state) {
   p.timeout = 0.5;
   op_init(&o, 5, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), WFLO_E_TIMEOUT);
-  ev = ev_fields("retry_exhausted", 0);
+  ev = wflo_test_event_fields("retry_exhausted", 0);
   assert_non_null(ev);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       "WFLO_E_TIMEOUT");
@@ -1400,17 +1386,17 @@ static void test_events(void **state) {
   op_init(&o, 5, -1, 0);
   o.hints[0] = 1000;
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), -1);
-  ev = ev_fields("retry_exhausted", 0);
+  ev = wflo_test_event_fields("retry_exhausted", 0);
   assert_non_null(ev);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       wflo_err_name(-1));
 
   /* below the level nothing reaches the handler */
-  events_at(WFLO_LOG_OFF);
+  wflo_test_events_at(WFLO_LOG_OFF);
   op_init(&o, 2, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
   assert_int_equal(wflo_test_events_count(NULL), 0);
-  events_at(WFLO_LOG_ERROR);
+  wflo_test_events_at(WFLO_LOG_ERROR);
   op_init(&o, 2, -1, 0);
   assert_int_equal(wflo_retry_execute(&p, op_run, &o), 0);
   assert_int_equal(wflo_test_events_count(NULL), 0); /* warn + info dropped */

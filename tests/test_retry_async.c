@@ -151,21 +151,6 @@ static void policy_ms(wflo_retry_policy_t *p, double ms) {
   p->jitter = false;
 }
 
-static void events_at(wflo_log_level_t level) {
-  wflo_test_events_clear();
-  wflo_set_log_level(level);
-}
-
-static const json_t *ev_fields(const char *name, size_t i) {
-  const wflo_test_event_t *e = wflo_test_events_get(name, i);
-  return e != NULL ? e->fields : NULL;
-}
-
-static int ev_level(const char *name, size_t i) {
-  const wflo_test_event_t *e = wflo_test_events_get(name, i);
-  return e != NULL ? (int)e->level : -1;
-}
-
 static int setup(void **state) {
   wflo_test_setup(state);
   wflo_test_events_install();
@@ -310,7 +295,7 @@ static void test_hint(void **state) {
   /* above max_delay: ends with the attempt's error after one attempt */
   memset(&d, 0, sizeof(d));
   assert_int_equal(uv_loop_init(&loop), 0);
-  events_at(WFLO_LOG_DEBUG);
+  wflo_test_events_at(WFLO_LOG_DEBUG);
   job_init(&b, &loop, REPORT_IN_START, 5, UV_EAGAIN, 0);
   b.hint = 0.0051;
   assert_int_equal(job_go(&loop, &p, &b), 0);
@@ -318,8 +303,8 @@ static void test_hint(void **state) {
   assert_int_equal(b.done_err, UV_EAGAIN);
   assert_int_equal(b.starts, 1);
   assert_int_equal(d.n, 0);
-  assert_non_null(ev_fields("retry_exhausted", 0));
-  events_at(WFLO_LOG_OFF);
+  assert_non_null(wflo_test_event_fields("retry_exhausted", 0));
+  wflo_test_events_at(WFLO_LOG_OFF);
 
   /* NaN and negative hints are ignored: computed delays (jittered 1 ms) */
   memset(&d, 0, sizeof(d));
@@ -734,7 +719,7 @@ static void test_policy_copied(void **state) {
   p->retryable_errors = list;
   p->retryable_errors_count = 2;
   assert_int_equal(uv_loop_init(&loop), 0);
-  events_at(WFLO_LOG_DEBUG);
+  wflo_test_events_at(WFLO_LOG_DEBUG);
   job_init(&j, &loop, REPORT_LATER, 2, -99, 0);
   assert_int_equal(job_go(&loop, p, &j), 0);
   /* the caller's policy dies right away */
@@ -748,11 +733,11 @@ static void test_policy_copied(void **state) {
   run_and_close(&loop);
   assert_int_equal(j.done_err, 0);
   assert_int_equal(j.starts, 3);
-  ev = ev_fields("retry_scheduled", 1);
+  ev = wflo_test_event_fields("retry_scheduled", 1);
   assert_non_null(ev);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")),
                       "copied");
-  ev = ev_fields("retry_succeeded", 0);
+  ev = wflo_test_event_fields("retry_succeeded", 0);
   assert_non_null(ev);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 3);
   assert_int_equal(j.bad, 0);
@@ -768,7 +753,7 @@ static void test_events(void **state) {
   policy_ms(&p, 1);
   p.name = "async";
   p.max_retries = 1;
-  events_at(WFLO_LOG_DEBUG);
+  wflo_test_events_at(WFLO_LOG_DEBUG);
   job_init(&a, &loop, REPORT_IN_START, 0, -1, 0); /* first try: none */
   assert_int_equal(job_go(&loop, &p, &a), 0);
   run_and_close(&loop);
@@ -779,18 +764,19 @@ static void test_events(void **state) {
   assert_int_equal(job_go(&loop, &p, &b), 0);
   run_and_close(&loop);
   assert_int_equal(wflo_test_events_count(NULL), 2);
-  ev = ev_fields("retry_scheduled", 0);
+  ev = wflo_test_event_fields("retry_scheduled", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_scheduled", 0), WFLO_LOG_WARN);
+  assert_int_equal(wflo_test_event_level("retry_scheduled", 0), WFLO_LOG_WARN);
   assert_string_equal(json_string_value(json_object_get(ev, "policy")),
                       "async");
   assert_int_equal(json_integer_value(json_object_get(ev, "attempt")), 1);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       "EPIPE");
   assert_true(json_real_value(json_object_get(ev, "delay_seconds")) == 0.001);
-  ev = ev_fields("retry_exhausted", 0);
+  ev = wflo_test_event_fields("retry_exhausted", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_exhausted", 0), WFLO_LOG_ERROR);
+  assert_int_equal(wflo_test_event_level("retry_exhausted", 0),
+                   WFLO_LOG_ERROR);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_string_equal(json_string_value(json_object_get(ev, "error")),
                       "EPIPE");
@@ -800,9 +786,9 @@ static void test_events(void **state) {
   job_init(&c, &loop, REPORT_IN_START, 1, UV_EPIPE, 0); /* succeeded */
   assert_int_equal(job_go(&loop, &p, &c), 0);
   run_and_close(&loop);
-  ev = ev_fields("retry_succeeded", 0);
+  ev = wflo_test_event_fields("retry_succeeded", 0);
   assert_non_null(ev);
-  assert_int_equal(ev_level("retry_succeeded", 0), WFLO_LOG_INFO);
+  assert_int_equal(wflo_test_event_level("retry_succeeded", 0), WFLO_LOG_INFO);
   assert_int_equal(json_integer_value(json_object_get(ev, "attempts")), 2);
   assert_int_equal(a.bad + b.bad + c.bad, 0);
 }

@@ -473,6 +473,21 @@ const wflo_test_event_t *wflo_test_events_get(const char *name, size_t idx) {
   return found;
 }
 
+const json_t *wflo_test_event_fields(const char *name, size_t i) {
+  const wflo_test_event_t *e = wflo_test_events_get(name, i);
+  return e != NULL ? e->fields : NULL;
+}
+
+int wflo_test_event_level(const char *name, size_t i) {
+  const wflo_test_event_t *e = wflo_test_events_get(name, i);
+  return e != NULL ? (int)e->level : -1;
+}
+
+void wflo_test_events_at(wflo_log_level_t level) {
+  wflo_test_events_clear();
+  wflo_set_log_level(level);
+}
+
 /* --- thread checks ------------------------------------------------------- */
 
 static atomic_uint t_failures;

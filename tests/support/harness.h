@@ -140,6 +140,12 @@ size_t wflo_test_events_count(const char *name);
 /* The i-th (from 0) recorded event called name (NULL: any), or NULL. The
  * pointer stays valid until the next clear/uninstall. */
 const wflo_test_event_t *wflo_test_events_get(const char *name, size_t i);
+/* The fields (borrowed) and level of the i-th recorded event named `name`;
+ * NULL and -1 when there is none. */
+const json_t *wflo_test_event_fields(const char *name, size_t i);
+int wflo_test_event_level(const char *name, size_t i);
+/* Clears the recorder and sets the event level. */
+void wflo_test_events_at(wflo_log_level_t level);
 
 /* --- threads ----------------------------------------------------------------
  * WFLO_TEST_THREAD_CHECK(cond) on any thread records a failed condition (the
